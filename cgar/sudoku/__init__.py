@@ -1,0 +1,1 @@
+"""Sudoku core: grid encoding and validity, the numba solver and rater, symmetries, canonical forms, generator."""

@@ -1,0 +1,168 @@
+"""`python -m cgar.data {generate,import,split,build,check}`: the data steps of the pipeline.
+
+Each subcommand is a thin wrapper over a function in `cgar.data` / `cgar.sudoku`; Snakemake rules call these.
+Bad input exits with status 2 and a one-line message naming the file, line or option and what was wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cgar.io_utils import DataError, atomic_write_json
+
+
+def _mix(text: str):
+    """'gen_hard=0.7,gen_unbiased_like=0.3' -> SourceMix (unlisted sources get share 0)."""
+    from cgar.sudoku.generate import SourceMix
+
+    if not text:
+        return SourceMix()
+    shares = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"--mix: expected name=share, got {item!r}")
+        try:
+            shares[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--mix: share of {name!r} is not a number: {value!r}") from None
+    return SourceMix.from_shares(shares)
+
+
+def cmd_generate(a: argparse.Namespace) -> dict:
+    from cgar.sudoku.generate import write_chunk
+
+    return write_chunk(
+        a.out, seed=a.seed, chunk=a.chunk, size=a.size, mix=a.mix, hard_threshold=a.hard_threshold,
+        progress=not a.quiet,
+    )
+
+
+def cmd_import(a: argparse.Namespace) -> dict:
+    from cgar.data.importer import import_puzzles
+
+    return import_puzzles(
+        a.src, a.out, format=a.format, source=a.source, on_error=a.on_error,
+        check_unique=not a.no_check_unique, summary_path=None, progress=not a.quiet,
+    )
+
+
+def cmd_split(a: argparse.Namespace) -> dict:
+    from cgar.data.split import split_pool
+
+    return split_pool(
+        a.inputs, a.train, a.test, test_size=a.test_size, test_fraction=a.test_fraction, seed=a.seed,
+        progress=not a.quiet,
+    )
+
+
+def cmd_build(a: argparse.Namespace) -> dict:
+    from cgar.data.build import BuildConfig, build_dataset
+
+    cfg = BuildConfig(
+        subsample_size=a.subsample_size or None, num_aug=a.num_aug, min_difficulty=a.min_difficulty, seed=a.seed
+    )
+    return build_dataset(a.train, a.test, a.out, cfg, progress=not a.quiet)
+
+
+def cmd_check(a: argparse.Namespace) -> dict:
+    from cgar.data.build import verify_manifest
+    from cgar.data.split import check_leaks
+
+    report = {}
+    if a.verify_manifest:
+        for d in (a.train, a.test):
+            for candidate in (Path(d), Path(d).parent):  # a split dir or the dataset dir holding it
+                if (candidate / "manifest.json").is_file():
+                    verify_manifest(candidate)
+                    report.setdefault("manifests_verified", []).append(str(candidate))
+                    break
+            else:
+                raise DataError(d, "--verify-manifest: no manifest.json here or in the parent folder")
+    report.update(check_leaks(a.train, a.test, all_examples=a.all_examples, progress=not a.quiet))
+    if report["leaks"]:
+        print(f"LEAK: {report['leaks']} test puzzle(s) are symmetries of train puzzles", file=sys.stderr)
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cgar.data", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--summary", type=Path, help="also write the summary as JSON to this path")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    g = sub.add_parser("generate", help="generate one deterministic chunk of Sudoku-Extreme-like puzzles")
+    g.add_argument("--seed", type=int, required=True, help="dataset seed (use different seeds for unrelated sets)")
+    g.add_argument("--chunk", type=int, required=True, help="chunk index; chunk k of seed s is always the same")
+    g.add_argument("--size", type=int, required=True, help="puzzles in this chunk")
+    g.add_argument("--mix", type=_mix, default="", help="source shares, e.g. gen_hard=0.735,gen_unbiased_like=0.23,...")
+    g.add_argument("--hard-threshold", type=int, default=None, help="minimum rating of a gen_hard puzzle")
+    g.add_argument("--out", type=Path, required=True, help="output CSV (source,question,answer,rating)")
+    common(g)
+    g.set_defaults(func=cmd_generate)
+
+    i = sub.add_parser("import", help="validate and import real Sudoku-Extreme CSVs or plain puzzle lists")
+    i.add_argument("src", type=Path)
+    i.add_argument("--out", type=Path, required=True, help="normalised output CSV")
+    i.add_argument("--format", choices=("auto", "csv", "list"), default="auto")
+    i.add_argument("--source", default=None, help="source label for plain lists (default: file stem)")
+    i.add_argument("--on-error", choices=("fail", "skip"), default="fail",
+                   help="fail at the first bad row (default) or skip bad rows and count them")
+    i.add_argument("--no-check-unique", action="store_true", help="skip the solver (uniqueness, answer check)")
+    common(i)
+    i.set_defaults(func=cmd_import)
+
+    s = sub.add_parser("split", help="dedupe by symmetry class and split train/test so no test puzzle leaks")
+    s.add_argument("inputs", nargs="+", type=Path, help="puzzle CSVs forming the pool")
+    s.add_argument("--train", type=Path, required=True)
+    s.add_argument("--test", type=Path, required=True)
+    size = s.add_mutually_exclusive_group(required=True)
+    size.add_argument("--test-size", type=int)
+    size.add_argument("--test-fraction", type=float)
+    s.add_argument("--seed", type=int, default=0)
+    common(s)
+    s.set_defaults(func=cmd_split)
+
+    b = sub.add_parser("build", help="subsample, augment and write the TRM/HRM array layout + manifest")
+    b.add_argument("--train", type=Path, required=True, help="train puzzle CSV")
+    b.add_argument("--test", type=Path, required=True, help="test puzzle CSV (used in full, never augmented)")
+    b.add_argument("--out", type=Path, required=True, help="dataset directory")
+    b.add_argument("--subsample-size", type=int, default=1000, help="training puzzles kept (0 = all)")
+    b.add_argument("--num-aug", type=int, default=1000, help="augmentations per training puzzle")
+    b.add_argument("--min-difficulty", type=int, default=None, help="keep rows with rating >= this (both splits)")
+    b.add_argument("--seed", type=int, default=0)
+    common(b)
+    b.set_defaults(func=cmd_build)
+
+    c = sub.add_parser("check", help="verify that no test puzzle is a symmetry of a train puzzle")
+    c.add_argument("--train", type=Path, required=True, help="train CSV or built split dir (…/train)")
+    c.add_argument("--test", type=Path, required=True, help="test CSV or built split dir (…/test)")
+    c.add_argument("--all-examples", action="store_true", help="canonicalise every row, not one per group")
+    c.add_argument("--verify-manifest", action="store_true", help="also check sha256 sums against manifest.json")
+    common(c)
+    c.set_defaults(func=cmd_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = args.func(args)
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.summary is not None:
+        atomic_write_json(args.summary, summary)
+    print(json.dumps(summary, indent=2, default=str))
+    if args.command == "check" and summary.get("leaks"):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

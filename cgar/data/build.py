@@ -1,0 +1,280 @@
+"""Build the training/evaluation arrays from puzzle CSVs, in the HRM/TRM reference layout.
+
+Mirrors `build_sudoku_dataset.py` of HRM/TRM (spec §2.2), with three deliberate differences:
+- subsampling and augmentation are seeded (the reference script is not), so a build is reproducible;
+- augmentation is vectorised (1M pairs in seconds instead of minutes);
+- a `manifest.json` records row counts, seeds, the build config and the sha256 of every file.
+
+Layout of `<out>/`: `identifiers.json`, `manifest.json`, and for each split `<out>/{train,test}/`:
+`all__inputs.npy` uint8[N, 81], `all__labels.npy` uint8[N, 81], `all__puzzle_identifiers.npy` int32[N],
+`all__puzzle_indices.npy` int32[N+1], `all__group_indices.npy` int32[G+1], `dataset.json`. Stored values are
+digit + 1, so 0 = pad, 1 = blank, 2..10 = digits 1..9. Each group is one original puzzle followed by its
+`num_aug` augmentations; each example is its own "puzzle". The test split is never augmented.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cgar import __version__
+from cgar.io_utils import DataError, atomic_directory, atomic_write_json, sha256_file
+from cgar.sudoku.grid import givens_consistent, grid_problem, num_givens, parse_grids, valid_solutions
+from cgar.sudoku.symmetry import augment_pairs
+
+SPLITS = ("train", "test")
+ARRAY_FILES = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+AUG_CHUNK = 1 << 16  # pairs augmented per vectorised call: bounds the int64 index temporaries to ~40 MB
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    subsample_size: int | None = 1000  # training puzzles kept (None = all)
+    num_aug: int = 1000  # augmentations per training puzzle
+    min_difficulty: int | None = None  # keep rows with rating >= this, in both splits (as the reference)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.subsample_size is not None and self.subsample_size < 1:
+            raise ValueError(f"subsample_size must be >= 1 or None, got {self.subsample_size}")
+        if self.num_aug < 0:
+            raise ValueError(f"num_aug must be >= 0, got {self.num_aug}")
+
+
+@dataclass
+class PuzzleTable:
+    """Rows of a puzzle CSV as arrays (digits 0..9, 0 = blank)."""
+
+    sources: np.ndarray  # object[N]
+    questions: np.ndarray  # uint8[N, 81]
+    answers: np.ndarray  # uint8[N, 81]
+    ratings: np.ndarray  # int64[N]
+
+    def __len__(self) -> int:
+        return len(self.ratings)
+
+    def take(self, idx: np.ndarray) -> "PuzzleTable":
+        return PuzzleTable(self.sources[idx], self.questions[idx], self.answers[idx], self.ratings[idx])
+
+
+def _iter_rows(path: Path):
+    """Yield (line_no, source, question, answer, rating) of a puzzle CSV, checking the header."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(path, "empty file (expected a header source,question,answer,rating)")
+        if header[:4] != ["source", "question", "answer", "rating"]:
+            raise DataError(path, f"wrong header {header!r}; expected source,question,answer,rating", line=1)
+        for line_no, row in enumerate(reader, start=2):
+            if len(row) < 4:
+                raise DataError(path, f"expected at least 4 columns, got {len(row)}", line=line_no)
+            try:
+                rating = int(row[3])
+            except ValueError:
+                raise DataError(path, f"rating {row[3]!r} is not an integer", line=line_no) from None
+            yield line_no, row[0], row[1], row[2], rating
+
+
+def read_puzzle_csv(
+    path: str | os.PathLike,
+    *,
+    min_difficulty: int | None = None,
+    keep: np.ndarray | None = None,
+) -> PuzzleTable:
+    """Read a puzzle CSV (streaming), keeping rows with rating >= min_difficulty.
+
+    `keep`, if given, is a sorted array of indices into the filtered rows: only those rows are materialised,
+    so subsampling 1000 puzzles from a 3.8M-row file needs memory for 1000 rows, not 3.8M.
+    """
+    path = Path(path)
+    sources, questions, answers, ratings, lines = [], [], [], [], []
+    k = 0  # index among filtered rows
+    j = 0  # position in `keep`
+    for line_no, source, question, answer, rating in _iter_rows(path):
+        if min_difficulty is not None and rating < min_difficulty:
+            continue
+        if keep is None or (j < len(keep) and keep[j] == k):
+            for name, text, blanks in (("question", question, True), ("answer", answer, False)):
+                problem = grid_problem(text, allow_blanks=blanks)
+                if problem is not None:
+                    raise DataError(path, f"{name}: {problem}", line=line_no)
+            sources.append(source)
+            questions.append(question)
+            answers.append(answer)
+            ratings.append(rating)
+            lines.append(line_no)
+            j += 1
+        k += 1
+    table = PuzzleTable(
+        np.array(sources, dtype=object),
+        parse_grids(questions),
+        parse_grids(answers),
+        np.array(ratings, dtype=np.int64),
+    )
+    bad = ~(valid_solutions(table.answers) & givens_consistent(table.questions, table.answers))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(path, "answer is not a valid grid consistent with the question's givens", line=lines[i])
+    return table
+
+
+def count_rows(path: str | os.PathLike, *, min_difficulty: int | None = None) -> int:
+    return sum(1 for *_, r in _iter_rows(Path(path)) if min_difficulty is None or r >= min_difficulty)
+
+
+def subsample(path: str | os.PathLike, cfg: BuildConfig, rng: np.random.Generator) -> PuzzleTable:
+    """Seeded subsample without replacement, in the drawn (random) order like the reference's np.random.choice."""
+    n = count_rows(path, min_difficulty=cfg.min_difficulty)
+    if n == 0:
+        raise DataError(path, f"no rows left after min_difficulty={cfg.min_difficulty}")
+    if cfg.subsample_size is None or cfg.subsample_size >= n:
+        return read_puzzle_csv(path, min_difficulty=cfg.min_difficulty)
+    chosen = rng.choice(n, size=cfg.subsample_size, replace=False)
+    order = np.argsort(chosen)
+    table = read_puzzle_csv(path, min_difficulty=cfg.min_difficulty, keep=chosen[order])
+    return table.take(np.argsort(order))  # back to the drawn order
+
+
+def expand_groups(
+    table: PuzzleTable, num_aug: int, rng: np.random.Generator, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each puzzle followed by `num_aug` augmented copies -> (inputs, labels uint8[G*(1+num_aug), 81], group sizes)."""
+    g = len(table)
+    per = 1 + num_aug
+    inputs = np.repeat(table.questions, per, axis=0)
+    labels = np.repeat(table.answers, per, axis=0)
+    aug_rows = np.flatnonzero(np.arange(g * per) % per != 0)  # every row but each group's first (the original)
+    with tqdm(total=len(aug_rows), desc="augment", unit="pair", disable=not progress, unit_scale=True) as bar:
+        for start in range(0, len(aug_rows), AUG_CHUNK):
+            rows = aug_rows[start : start + AUG_CHUNK]
+            inputs[rows], labels[rows] = augment_pairs(inputs[rows], labels[rows], rng)
+            bar.update(len(rows))
+    return inputs, labels, np.full(g, per, dtype=np.int64)
+
+
+def _dataset_json(total_groups: int) -> dict:
+    # Field for field what HRM/TRM's build script writes (TRM adds total_puzzles = number of groups).
+    return {
+        "pad_id": 0,
+        "ignore_label_id": 0,
+        "blank_identifier_id": 0,
+        "vocab_size": 11,
+        "seq_len": 81,
+        "num_puzzle_identifiers": 1,
+        "total_groups": total_groups,
+        "mean_puzzle_examples": 1,
+        "total_puzzles": total_groups,
+        "sets": ["all"],
+    }
+
+
+def write_split(out: Path, inputs: np.ndarray, labels: np.ndarray, group_sizes: np.ndarray) -> None:
+    """Write one split directory in the reference layout (values stored +1: 0 pad, 1 blank, 2..10 digits)."""
+    out.mkdir(parents=True, exist_ok=True)
+    n = len(inputs)
+    arrays = {
+        "inputs": (inputs + 1).astype(np.uint8),
+        "labels": (labels + 1).astype(np.uint8),
+        "puzzle_identifiers": np.zeros(n, dtype=np.int32),
+        "puzzle_indices": np.arange(n + 1, dtype=np.int32),
+        "group_indices": np.concatenate([[0], np.cumsum(group_sizes)]).astype(np.int32),
+    }
+    for name, arr in arrays.items():
+        np.save(out / f"all__{name}.npy", arr, allow_pickle=False)
+    atomic_write_json(out / "dataset.json", _dataset_json(len(group_sizes)))
+
+
+def _stats(table: PuzzleTable) -> dict:
+    givens = num_givens(table.questions)
+    per_source = {}
+    for src in sorted(set(table.sources.tolist())):
+        m = table.sources == src
+        r = table.ratings[m]
+        per_source[src] = {
+            "rows": int(m.sum()),
+            "rating_mean": float(r.mean()),
+            "rating_median": float(np.median(r)),
+            "share_rating_ge_1": float((r >= 1).mean()),
+            "givens_mean": float(givens[m].mean()),
+        }
+    hist = np.bincount(givens, minlength=82)
+    return {
+        "puzzles": len(table),
+        "givens_histogram": {str(k): int(v) for k, v in enumerate(hist) if v},
+        "rating_mean": float(table.ratings.mean()) if len(table) else None,
+        "per_source": per_source,
+    }
+
+
+def _file_entry(path: Path) -> dict:
+    entry = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    if path.suffix == ".npy":
+        arr = np.load(path, mmap_mode="r")
+        entry.update(shape=list(arr.shape), dtype=str(arr.dtype))
+    return entry
+
+
+def build_dataset(
+    train_csv: str | os.PathLike,
+    test_csv: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cfg: BuildConfig = BuildConfig(),
+    progress: bool = False,
+) -> dict:
+    """Build `<out_dir>/{train,test}` + manifest atomically; returns the manifest."""
+    train_csv, test_csv, out_dir = Path(train_csv), Path(test_csv), Path(out_dir)
+    # Independent streams for the subsample and the augmentation: changing num_aug keeps the same puzzles.
+    ss_sub, ss_aug = np.random.SeedSequence([cfg.seed, 2025]).spawn(2)
+    train = subsample(train_csv, cfg, np.random.default_rng(ss_sub))
+    test = read_puzzle_csv(test_csv, min_difficulty=cfg.min_difficulty)
+    if len(test) == 0:
+        raise DataError(test_csv, f"no test rows (min_difficulty={cfg.min_difficulty})")
+    with atomic_directory(out_dir) as tmp:
+        inputs, labels, sizes = expand_groups(train, cfg.num_aug, np.random.default_rng(ss_aug), progress)
+        write_split(tmp / "train", inputs, labels, sizes)
+        del inputs, labels
+        write_split(tmp / "test", test.questions, test.answers, np.ones(len(test), dtype=np.int64))
+        atomic_write_json(tmp / "identifiers.json", ["<blank>"])
+        files = {
+            str(p.relative_to(tmp)): _file_entry(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        manifest = {
+            "format": "cgar-sudoku-dataset/1",
+            "cgar_version": __version__,
+            "config": asdict(cfg),
+            "inputs": {
+                "train_csv": {"path": str(train_csv), "sha256": sha256_file(train_csv)},
+                "test_csv": {"path": str(test_csv), "sha256": sha256_file(test_csv)},
+            },
+            "splits": {
+                "train": {"groups": len(train), "examples": int(sizes.sum()), "stats": _stats(train)},
+                "test": {"groups": len(test), "examples": len(test), "stats": _stats(test)},
+            },
+            "files": files,
+        }
+        atomic_write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def verify_manifest(data_dir: str | os.PathLike) -> dict:
+    """Recompute every file's sha256 against manifest.json; raise DataError naming the first mismatch."""
+    data_dir = Path(data_dir)
+    mpath = data_dir / "manifest.json"
+    if not mpath.is_file():
+        raise DataError(mpath, "missing manifest.json: not a dataset built by `python -m cgar.data build`")
+    manifest = json.loads(mpath.read_text())
+    for rel, entry in manifest["files"].items():
+        p = data_dir / rel
+        if not p.is_file():
+            raise DataError(p, "listed in manifest.json but missing")
+        digest = sha256_file(p)
+        if digest != entry["sha256"]:
+            raise DataError(p, f"sha256 {digest[:12]}... does not match manifest.json ({entry['sha256'][:12]}...)")
+    return manifest

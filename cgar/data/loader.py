@@ -1,0 +1,161 @@
+"""Batches for training and evaluation, with TRM's `puzzle_dataset.py` semantics, seeded and resumable.
+
+Training (spec §1.7): an *iteration* is `epochs_per_iter` epochs; each epoch is a random permutation of the
+groups (original puzzles), and each group contributes one random example (the original or one of its
+augmentations). The iteration's example list is cut into global batches and a final partial batch is dropped.
+The iteration's randomness comes from Philox(seed + iteration) as in TRM, so a position (iteration, batch)
+is all a checkpoint needs to resume the exact stream. Rank r of W takes rows [r*B/W, (r+1)*B/W) of each
+global batch B.
+
+Evaluation: the split in order, in global batches; the rank's slice is padded to the local batch size with
+pad inputs and ignored labels, and the number of real rows is returned alongside.
+
+Batches are dicts of int32 tensors: inputs [b, 81] (tokens 1..10), labels [b, 81] (2..10, or -100 = ignore),
+puzzle_identifiers [b].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from cgar.io_utils import DataError
+
+IGNORE_LABEL_ID = -100
+_EXPECTED_META = {"pad_id": 0, "ignore_label_id": 0, "vocab_size": 11, "seq_len": 81}
+
+
+@dataclass(frozen=True)
+class SplitArrays:
+    """One split of a built dataset; inputs and labels are memory-mapped (uint8 [N, 81])."""
+
+    path: Path
+    inputs: np.ndarray
+    labels: np.ndarray
+    puzzle_identifiers: np.ndarray  # int32[N]
+    puzzle_indices: np.ndarray  # int32[N+1]
+    group_indices: np.ndarray  # int32[G+1]
+    meta: dict
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.group_indices) - 1
+
+
+def load_split(data_dir: str | os.PathLike, split: str) -> SplitArrays:
+    """Open `<data_dir>/<split>/` written by `python -m cgar.data build` (or HRM/TRM's build script)."""
+    d = Path(data_dir) / split
+    meta_path = d / "dataset.json"
+    if not meta_path.is_file():
+        raise DataError(meta_path, f"missing: {d} is not a built dataset split (run `python -m cgar.data build`)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(meta_path, f"not valid JSON ({e})") from None
+    for key, want in _EXPECTED_META.items():
+        if meta.get(key) != want:
+            raise DataError(meta_path, f"{key} is {meta.get(key)!r}, expected {want!r} for Sudoku")
+    arrays = {}
+    for name, mmap in (("inputs", "r"), ("labels", "r"), ("puzzle_identifiers", None),
+                       ("puzzle_indices", None), ("group_indices", None)):
+        p = d / f"all__{name}.npy"
+        try:
+            arrays[name] = np.load(p, mmap_mode=mmap, allow_pickle=False)
+        except FileNotFoundError:
+            raise DataError(p, "missing array file") from None
+        except ValueError as e:
+            raise DataError(p, f"unreadable or truncated .npy file ({e})") from None
+    n = len(arrays["inputs"])
+    if arrays["inputs"].shape != (n, 81) or arrays["labels"].shape != (n, 81):
+        raise DataError(d, f"inputs/labels must be [N, 81], got {arrays['inputs'].shape} and {arrays['labels'].shape}")
+    if len(arrays["puzzle_indices"]) != n + 1 or arrays["group_indices"][-1] != n:
+        raise DataError(d, "puzzle_indices/group_indices do not match the number of examples")
+    return SplitArrays(d, meta=meta, **arrays)
+
+
+def collate(split: SplitArrays, rows: np.ndarray, local_batch: int) -> dict[str, torch.Tensor]:
+    """Gather rows -> int32 tensors; ignore-label 0 -> -100; pad to local_batch with pad/ignore rows."""
+    inputs = split.inputs[rows].astype(np.int32)
+    labels = split.labels[rows].astype(np.int32)
+    labels[labels == split.meta["ignore_label_id"]] = IGNORE_LABEL_ID
+    ids = split.puzzle_identifiers[rows].astype(np.int32)
+    pad = local_batch - len(rows)
+    if pad > 0:
+        inputs = np.pad(inputs, ((0, pad), (0, 0)), constant_values=split.meta["pad_id"])
+        labels = np.pad(labels, ((0, pad), (0, 0)), constant_values=IGNORE_LABEL_ID)
+        ids = np.pad(ids, (0, pad), constant_values=split.meta.get("blank_identifier_id", 0))
+    return {"inputs": torch.from_numpy(inputs), "labels": torch.from_numpy(labels),
+            "puzzle_identifiers": torch.from_numpy(ids)}
+
+
+def _local_slice(global_batch: int, rank: int, world: int) -> slice:
+    if global_batch % world:
+        raise ValueError(f"global batch size {global_batch} is not divisible by world size {world}")
+    local = global_batch // world
+    return slice(rank * local, (rank + 1) * local)
+
+
+class TrainStream:
+    """Endless stream of local training batches; `state_dict()` is the exact resume position."""
+
+    def __init__(self, split: SplitArrays, global_batch: int, seed: int, epochs_per_iter: int = 1,
+                 rank: int = 0, world: int = 1):
+        self.split, self.global_batch, self.seed = split, global_batch, seed
+        self.epochs_per_iter, self.rank, self.world = epochs_per_iter, rank, world
+        self.local = _local_slice(global_batch, rank, world)
+        self.batches_per_iter = (epochs_per_iter * split.num_groups) // global_batch
+        if self.batches_per_iter == 0:
+            raise ValueError(
+                f"global batch {global_batch} exceeds the {epochs_per_iter} x {split.num_groups} examples of one "
+                f"iteration of {split.path}; raise epochs_per_iter or lower the batch size"
+            )
+        self.iteration, self.batch = 1, 0  # TRM counts iterations from 1 (Philox(seed + 1) first)
+        self._rows: np.ndarray | None = None
+
+    def _iteration_rows(self) -> np.ndarray:
+        """Example index of every position of the current iteration (before batching)."""
+        rng = np.random.Generator(np.random.Philox(seed=self.seed + self.iteration))
+        g = self.split.group_indices
+        order = np.concatenate([rng.permutation(self.split.num_groups) for _ in range(self.epochs_per_iter)])
+        return rng.integers(g[order], g[order + 1])  # one example per visited group
+
+    def state_dict(self) -> dict:
+        return {"iteration": self.iteration, "batch": self.batch, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seed"] != self.seed:
+            raise ValueError(f"data stream seed {state['seed']} in the checkpoint != configured seed {self.seed}")
+        self.iteration, self.batch, self._rows = state["iteration"], state["batch"], None
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if self.batch >= self.batches_per_iter:
+            self.iteration, self.batch, self._rows = self.iteration + 1, 0, None
+        if self._rows is None:
+            self._rows = self._iteration_rows()
+        start = self.batch * self.global_batch
+        rows = self._rows[start : start + self.global_batch][self.local]
+        self.batch += 1
+        return collate(self.split, rows, self.local.stop - self.local.start)
+
+
+def eval_batches(split: SplitArrays, global_batch: int, rank: int = 0, world: int = 1,
+                 start: int = 0, stop: int | None = None) -> Iterator[tuple[dict[str, torch.Tensor], np.ndarray]]:
+    """Yield (padded local batch, example indices of its real rows) over examples [start, stop)."""
+    local = _local_slice(global_batch, rank, world)
+    stop = split.num_examples if stop is None else stop
+    for b0 in range(start, stop, global_batch):
+        idx = np.arange(b0, min(b0 + global_batch, stop))[local]
+        yield collate(split, idx, local.stop - local.start), idx

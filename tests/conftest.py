@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from cgar.data.puzzle_csv import write_puzzle_csv
+from cgar.sudoku.grid import format_grid
+from cgar.sudoku.symmetry import apply_symmetries, random_symmetries
+
+
+def pattern_grid() -> np.ndarray:
+    """A valid solution grid: grid[r][c] = (3r + r//3 + c) % 9 + 1."""
+    r, c = np.divmod(np.arange(81), 9)
+    return ((3 * r + r // 3 + c) % 9 + 1).astype(np.uint8)
+
+
+def random_pairs(n: int, seed: int, blanks: tuple[int, int] = (45, 60)):
+    """n (puzzle, solution) pairs: random symmetries of the pattern grid with random cells blanked.
+
+    Valid and consistent, not necessarily uniquely solvable (fine for layout and augmentation tests).
+    """
+    rng = np.random.default_rng(seed)
+    solutions = apply_symmetries(np.tile(pattern_grid(), (n, 1)), random_symmetries(rng, n))
+    puzzles = solutions.copy()
+    for i in range(n):
+        k = rng.integers(blanks[0], blanks[1] + 1)
+        puzzles[i, rng.choice(81, size=k, replace=False)] = 0
+    return puzzles, solutions
+
+
+@pytest.fixture
+def write_pairs_csv(tmp_path):
+    """Factory: write n random pairs as a puzzle CSV with ratings 0..n-1 and two sources."""
+
+    def make(name: str, n: int, seed: int):
+        puzzles, solutions = random_pairs(n, seed)
+        rows = [
+            ("src_a" if i % 2 else "src_b", format_grid(p), format_grid(s), i)
+            for i, (p, s) in enumerate(zip(puzzles, solutions))
+        ]
+        path = tmp_path / name
+        write_puzzle_csv(path, rows)
+        return path, puzzles, solutions
+
+    return make

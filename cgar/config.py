@@ -1,0 +1,183 @@
+"""Run configuration: frozen dataclasses loaded from YAML/JSON, with errors that name the key path.
+
+A run config has four sections; every field has the TRM/CGAR paper default, so a YAML file only lists what it
+changes. The variants are configs, not code paths:
+
+    baseline: pdc.enabled=false, hsw.mode=off      pdc:  pdc.enabled=true, hsw.mode=off
+    hsw:      pdc.enabled=false, hsw.mode=<mode>   cgar: pdc.enabled=true, hsw.mode=<mode>
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message starts with the dotted key path (and the file, when known)."""
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    hidden_size: int = 512
+    expansion: float = 4.0
+    num_heads: int = 8
+    n_layers: int = 2
+    mlp_t: bool = True  # token-mixing MLP (TRM's 87.4% Sudoku config); False = attention + RoPE
+    H_cycles: int = 3  # T, full depth (evaluation always uses it)
+    L_cycles: int = 6  # n
+    halt_max_steps: int = 16
+    halt_exploration_prob: float = 0.1
+    puzzle_emb_len: int = 16
+    forward_dtype: str = "auto"  # auto = bfloat16 on CUDA, float32 on CPU
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    global_batch_size: int = 768
+    epochs: int = 50_000
+    epochs_per_iter: int = 5_000  # TRM's eval_interval: epochs concatenated into one shuffled iteration
+    max_steps: int | None = None  # stop early (smoke runs); None = the full schedule
+    optimizer: str = "adam_atan2"  # adam_atan2 (TRM code) | adamw (TRM paper text)
+    lr: float = 1e-4
+    lr_warmup_steps: int = 2000
+    lr_min_ratio: float = 1.0  # 1.0 = constant after warmup, as TRM
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 1.0
+    puzzle_emb_lr: float = 1e-4
+    puzzle_emb_weight_decay: float = 1.0
+    ema_rate: float = 0.999
+    seed: int = 0
+    zero_stage: int = 0
+    gradient_clipping: float = 0.0  # TRM has none; DeepSpeed's default would be 1.0
+    checkpoint_every: int = 1000  # optimizer steps between resumable checkpoints
+    log_every: int = 10
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass(frozen=True)
+class PDCSection:
+    enabled: bool = False
+    # (progress at which the stage starts, T, n); the paper's (1,2) -> (2,4) -> (3,6) at 30% / 60%
+    stages: tuple[tuple[float, int, int], ...] = ((0.0, 1, 2), (0.3, 2, 4), (0.6, 3, 6))
+
+
+@dataclass(frozen=True)
+class HSWSection:
+    mode: str = "off"  # off | paper | released (see cgar/curriculum.py for why both exist)
+    decay: float = 0.7  # lambda
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data_dir: str = "data/sudoku-extreme-1k-aug-1000"
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    pdc: PDCSection = field(default_factory=PDCSection)
+    hsw: HSWSection = field(default_factory=HSWSection)
+
+    def __post_init__(self):
+        _check(self.train.optimizer in ("adam_atan2", "adamw"), "train.optimizer", "must be adam_atan2 or adamw")
+        _check(self.train.device in ("auto", "cpu", "cuda"), "train.device", "must be auto, cpu or cuda")
+        _check(self.hsw.mode in ("off", "paper", "released"), "hsw.mode", "must be off, paper or released")
+        _check(0.0 < self.hsw.decay <= 1.0, "hsw.decay", "must be in (0, 1]")
+        _check(self.train.zero_stage in (0, 1, 2), "train.zero_stage", "must be 0, 1 or 2")
+        _check(self.train.global_batch_size > 0, "train.global_batch_size", "must be positive")
+        _check(self.train.epochs % self.train.epochs_per_iter == 0, "train.epochs",
+               f"must be a multiple of train.epochs_per_iter ({self.train.epochs_per_iter})")
+        _check(self.model.forward_dtype in ("auto", "float32", "bfloat16"), "model.forward_dtype",
+               "must be auto, float32 or bfloat16")
+        starts = [s[0] for s in self.pdc.stages]
+        _check(bool(starts) and starts[0] == 0.0 and starts == sorted(starts), "pdc.stages",
+               "must start at progress 0.0 and be sorted by progress")
+        _check(all(t >= 1 and n >= 1 for _, t, n in self.pdc.stages), "pdc.stages", "T and n must be >= 1")
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _coerce(value, hint, key: str):
+    """Convert a YAML value to the annotated type, or raise ConfigError naming the key."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return _build(hint, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint} at {key}")
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key (valid keys: {', '.join(sorted(names))})")
+    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in data.items()})
+
+
+def config_from_dict(data: dict) -> RunConfig:
+    return _build(RunConfig, data)
+
+
+def load_config(path: str | os.PathLike, overrides: dict | None = None) -> RunConfig:
+    """Read a YAML/JSON run config; errors name the file and the key path."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read config ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    try:
+        return config_from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def config_to_dict(cfg: RunConfig) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))

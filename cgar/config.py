@@ -3,8 +3,8 @@
 A run config has four sections; every field has the TRM/CGAR paper default, so a YAML file only lists what it
 changes. The variants are configs, not code paths:
 
-    baseline: pdc.enabled=false, hsw.mode=off      pdc:  pdc.enabled=true, hsw.mode=off
-    hsw:      pdc.enabled=false, hsw.mode=<mode>   cgar: pdc.enabled=true, hsw.mode=<mode>
+    baseline: pdc.enabled=false, hsw.enabled=false    pdc:  pdc.enabled=true,  hsw.enabled=false
+    hsw:      pdc.enabled=false, hsw.enabled=true     cgar: pdc.enabled=true,  hsw.enabled=true
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ class PDCSection:
 
 @dataclass(frozen=True)
 class HSWSection:
-    mode: str = "off"  # off | paper | released (see cgar/curriculum.py for why both exist)
-    decay: float = 0.7  # lambda
+    enabled: bool = False
+    mode: str = "paper"  # paper (default: the published per-step weights) | released (CGAR code's scalar)
+    decay: float = 0.7  # lambda; see cgar/curriculum.py for both modes and why paper is the default
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class RunConfig:
     def __post_init__(self):
         _check(self.train.optimizer in ("adam_atan2", "adamw"), "train.optimizer", "must be adam_atan2 or adamw")
         _check(self.train.device in ("auto", "cpu", "cuda"), "train.device", "must be auto, cpu or cuda")
-        _check(self.hsw.mode in ("off", "paper", "released"), "hsw.mode", "must be off, paper or released")
+        _check(self.hsw.mode in ("paper", "released"), "hsw.mode", "must be paper or released")
         _check(0.0 < self.hsw.decay <= 1.0, "hsw.decay", "must be in (0, 1]")
         _check(self.train.zero_stage in (0, 1, 2), "train.zero_stage", "must be 0, 1 or 2")
         _check(self.train.global_batch_size > 0, "train.global_batch_size", "must be positive")

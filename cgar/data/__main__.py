@@ -15,30 +15,35 @@ from cgar.io_utils import DataError, atomic_write_json
 
 
 def _mix(text: str):
-    """'gen_hard=0.7,gen_unbiased_like=0.3' -> SourceMix (unlisted sources get share 0)."""
+    """'hard=0.7,unbiased_like=0.3' (or gen_hard=...) -> SourceMix; unlisted sources get share 0."""
+    from dataclasses import fields
+
     from cgar.sudoku.generate import SourceMix
 
     if not text:
         return SourceMix()
-    shares = {}
+    valid = [f.name for f in fields(SourceMix)]
+    shares = dict.fromkeys(valid, 0.0)
     for item in text.split(","):
         name, sep, value = item.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"--mix: expected name=share, got {item!r}")
+        name = name.strip().removeprefix("gen_")
+        if not sep or name not in valid:
+            raise argparse.ArgumentTypeError(f"expected name=share with name in {valid}, got {item!r}")
         try:
-            shares[name.strip()] = float(value)
+            shares[name] = float(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"--mix: share of {name!r} is not a number: {value!r}") from None
-    return SourceMix.from_shares(shares)
+            raise argparse.ArgumentTypeError(f"share of {name!r} is not a number: {value!r}") from None
+    try:
+        return SourceMix(**shares)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_generate(a: argparse.Namespace) -> dict:
     from cgar.sudoku.generate import write_chunk
 
-    return write_chunk(
-        a.out, seed=a.seed, chunk=a.chunk, size=a.size, mix=a.mix, hard_threshold=a.hard_threshold,
-        progress=not a.quiet,
-    )
+    extra = {} if a.hard_threshold is None else {"hard_threshold": a.hard_threshold}
+    return write_chunk(a.out, seed=a.seed, chunk=a.chunk, size=a.size, mix=a.mix, progress=not a.quiet, **extra)
 
 
 def cmd_import(a: argparse.Namespace) -> dict:
@@ -100,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, required=True, help="dataset seed (use different seeds for unrelated sets)")
     g.add_argument("--chunk", type=int, required=True, help="chunk index; chunk k of seed s is always the same")
     g.add_argument("--size", type=int, required=True, help="puzzles in this chunk")
-    g.add_argument("--mix", type=_mix, default="", help="source shares, e.g. gen_hard=0.735,gen_unbiased_like=0.23,...")
-    g.add_argument("--hard-threshold", type=int, default=None, help="minimum rating of a gen_hard puzzle")
+    g.add_argument("--mix", type=_mix, default="", help="source shares summing to 1, e.g. hard=0.735,unbiased_like=0.23,kaggle_like=0.023,lowclue=0.012")
+    g.add_argument("--hard-threshold", type=int, default=None, help="gen_hard acceptance: minimum mean rating over 3 symmetry copies (default 20)")
     g.add_argument("--out", type=Path, required=True, help="output CSV (source,question,answer,rating)")
     common(g)
     g.set_defaults(func=cmd_generate)

@@ -1,0 +1,238 @@
+"""TRM model: exact sizes and init, post-norm blocks, the no-grad cycles, the ACT carry and halting rule.
+
+Run: .venv/bin/pytest tests/test_model.py
+"""
+
+import math
+
+import pytest
+import torch
+
+from cgar.losses import act_loss
+from cgar.model import TRM, Carry, TRMConfig, draw_min_halt_steps, halting, refill, trunc_normal_
+from cgar.optim import AdamATan2
+
+TINY = dict(hidden_size=32, num_heads=4)
+
+
+def make_batch(B, seed=0, cfg=TRMConfig()):
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        inputs=torch.randint(1, cfg.vocab_size, (B, cfg.seq_len), generator=g, dtype=torch.int32),
+        labels=torch.randint(2, cfg.vocab_size, (B, cfg.seq_len), generator=g, dtype=torch.int32),
+        puzzle_identifiers=torch.zeros(B, dtype=torch.int32),
+    )
+
+
+@pytest.mark.parametrize("mlp_t, expected", [(True, 5_028_866), (False, 6_828_034)])
+def test_parameter_counts(mlp_t, expected):
+    model = TRM(TRMConfig(mlp_t=mlp_t))
+    print(f"TRM mlp_t={mlp_t}: {model.num_params():,} trainable parameters")
+    assert model.num_params() == expected
+    assert sum(p.numel() for p in model.parameters()) == expected  # nothing frozen hides in parameters()
+
+
+def test_swiglu_widths_and_no_biases():
+    model = TRM(TRMConfig())
+    block = model.blocks[0]
+    assert block.mlp.gate_up.weight.shape == (2 * 1536, 512) and block.mlp.down.weight.shape == (512, 1536)
+    assert block.token_mlp.gate_up.weight.shape == (2 * 512, 97) and block.token_mlp.down.weight.shape == (97, 512)
+    assert [n for n, _ in model.named_parameters() if n.endswith("bias")] == ["q_head.bias"]
+    attn = TRM(TRMConfig(mlp_t=False)).blocks[0].attn
+    assert attn.qkv.weight.shape == (1536, 512) and attn.o_proj.weight.shape == (512, 512)
+
+
+def test_trunc_normal_has_requested_std_and_jax_bounds():
+    torch.manual_seed(0)
+    x = trunc_normal_(torch.empty(400_000), std=0.5)
+    sigma = 0.5 / math.sqrt(1 - 4 * math.exp(-2) / math.sqrt(2 * math.pi) / math.erf(math.sqrt(2)))
+    assert x.std().item() == pytest.approx(0.5, rel=0.01)  # the *actual* std is the requested one
+    assert x.abs().max().item() <= 2 * sigma + 1e-6 and x.abs().max().item() > 1.9 * sigma
+
+
+def test_init_heads_embeddings_and_buffers():
+    torch.manual_seed(0)
+    model = TRM(TRMConfig())
+    assert torch.all(model.q_head.weight == 0) and torch.all(model.q_head.bias == -5)
+    assert model.lm_head.weight.std().item() == pytest.approx(512**-0.5, rel=0.05)
+    assert model.embed_tokens.std().item() == pytest.approx(512**-0.5, rel=0.1)
+    w = model.blocks[0].mlp.down.weight
+    assert w.std().item() == pytest.approx(1536**-0.5, rel=0.02)
+    # the puzzle embedding is a zero-initialised buffer: saved, but not a parameter (no AdamATan2, no EMA)
+    assert torch.all(model.puzzle_emb.weight == 0) and model.puzzle_emb.weight.shape == (1, 512)
+    assert all(p is not model.puzzle_emb.weight for p in model.parameters())
+    state = model.state_dict()
+    assert {"puzzle_emb.weight", "y_init", "z_init"} <= set(state)
+    assert model.y_init.std().item() == pytest.approx(1.0, abs=0.15)
+
+
+def test_embedding_prefix_layout_and_scale():
+    model = TRM(TRMConfig(**TINY))
+    with torch.no_grad():
+        model.puzzle_emb.weight.fill_(0.25)
+    batch = make_batch(2)
+    x = model.embed(batch["inputs"], batch["puzzle_identifiers"])  # [2, 97, 32]
+    scale = math.sqrt(32)
+    assert x.shape == (2, 97, 32)
+    assert torch.allclose(x[:, 0], torch.full((2, 32), 0.25 * scale))
+    assert torch.all(x[:, 1:16] == 0)
+    assert torch.allclose(x[:, 16:], scale * model.embed_tokens[batch["inputs"].long()])
+
+
+def channel_mlp_inputs(model, x):
+    """Run block 0 and capture the input of its channel MLP, i.e. the token-mixing sub-block's output."""
+    seen = []
+    handle = model.blocks[0].mlp.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    out = model.blocks[0](x, model.rope)
+    handle.remove()
+    return seen[0], out
+
+
+def rms(t, dim):
+    return t.square().mean(dim).sqrt()
+
+
+def test_post_norm_mlp_t_normalises_tokens_over_the_97_axis():
+    torch.manual_seed(0)
+    model = TRM(TRMConfig(**TINY))
+    mid, out = channel_mlp_inputs(model, 3 * torch.randn(2, 97, 32))
+    # token-mixing RMSNorm ran on the transposed [B, D, L] tensor: RMS over positions is 1 for each channel
+    assert torch.allclose(rms(mid, 1), torch.ones(2, 32), atol=1e-4)
+    assert not torch.allclose(rms(mid, 2), torch.ones(2, 97), atol=1e-2)
+    assert torch.allclose(rms(out, 2), torch.ones(2, 97), atol=1e-4)  # no gain anywhere
+
+
+def test_post_norm_attention_block_and_non_causal():
+    torch.manual_seed(0)
+    model = TRM(TRMConfig(mlp_t=False, **TINY))
+    x = 3 * torch.randn(2, 97, 32)
+    mid, out = channel_mlp_inputs(model, x)
+    assert torch.allclose(rms(mid, 2), torch.ones(2, 97), atol=1e-4)
+    assert torch.allclose(rms(out, 2), torch.ones(2, 97), atol=1e-4)
+    x2 = x.clone()
+    x2[:, -1] += 1.0  # the last position changes what position 0 sees: attention is bidirectional
+    assert not torch.allclose(model.blocks[0](x2, model.rope)[:, 0], out[:, 0])
+
+
+@pytest.mark.parametrize("depth", [(3, 2), (1, 2), (2, 3)])
+def test_only_the_last_cycle_builds_a_graph(depth):
+    T, n = depth
+    model = TRM(TRMConfig(**TINY))
+    grad_modes = []
+    for block in model.blocks:
+        block.register_forward_hook(lambda m, a, o: grad_modes.append(torch.is_grad_enabled()))
+    carry = model.initial_carry(2)
+    carry, out = model(carry, make_batch(2), depth=depth)
+    per_cycle = (n + 1) * len(model.blocks)
+    assert grad_modes == [False] * (T - 1) * per_cycle + [True] * per_cycle
+    assert carry.y.grad_fn is None and carry.z.grad_fn is None and not carry.y.requires_grad
+    assert out.logits.shape == (2, 81, 11) and out.q_halt.shape == (2,) and out.q_halt.dtype == torch.float32
+    out.logits.float().sum().backward()
+    assert model.puzzle_emb.last_rows.grad.shape == (2, 32)  # exposed for SignSGD
+    assert model.lm_head.weight.grad is not None
+
+
+def test_eval_and_no_grad_do_not_record_puzzle_rows():
+    model = TRM(TRMConfig(**TINY)).eval()
+    model(model.initial_carry(2), make_batch(2))
+    assert model.puzzle_emb.last_rows is None
+
+
+def test_bfloat16_compute_path_on_cpu():
+    model = TRM(TRMConfig(forward_dtype="bfloat16", **TINY))
+    carry, out = model(model.initial_carry(2), make_batch(2), depth=(1, 1))
+    assert carry.y.dtype == torch.bfloat16 and out.logits.dtype == torch.bfloat16
+    assert out.q_halt.dtype == torch.float32 and model.lm_head.weight.dtype == torch.float32
+    assert TRM(TRMConfig(**TINY)).compute_dtype == torch.float32  # auto on CPU
+
+
+def test_refill_resets_halted_slots_and_keeps_the_others():
+    B, L, D = 4, 97, 8
+    old = make_batch(B, seed=1)
+    new = make_batch(B, seed=2)
+    halted = torch.tensor([True, False, True, False])
+    carry = Carry(y=torch.randn(B, L, D), z=torch.randn(B, L, D), steps=torch.tensor([16, 3, 5, 7], dtype=torch.int32),
+                  halted=halted, data=old)
+    y0, z0 = torch.randn(D), torch.randn(D)
+    out = refill(carry, new, y0, z0)
+    for i in range(B):
+        if halted[i]:
+            assert torch.all(out.y[i] == y0) and torch.all(out.z[i] == z0) and out.steps[i] == 0
+            assert all(torch.equal(out.data[k][i], new[k][i]) for k in new)
+        else:
+            assert torch.equal(out.y[i], carry.y[i]) and torch.equal(out.z[i], carry.z[i])
+            assert out.steps[i] == carry.steps[i]
+            assert all(torch.equal(out.data[k][i], old[k][i]) for k in old)  # keeps its *old* puzzle
+
+
+def test_forward_counts_steps_and_fills_from_initial_carry():
+    model = TRM(TRMConfig(**TINY))
+    batch = make_batch(3)
+    carry, _ = model(model.initial_carry(3), batch, depth=(1, 1))
+    assert torch.equal(carry.steps, torch.ones(3, dtype=torch.int32))
+    assert all(torch.equal(carry.data[k], batch[k]) for k in batch)
+    carry, _ = model(carry, make_batch(3, seed=9), depth=(1, 1))  # q_halt = -5: nobody halted, data kept
+    assert torch.equal(carry.steps, torch.full((3,), 2, dtype=torch.int32))
+    assert all(torch.equal(carry.data[k], batch[k]) for k in batch)
+
+
+def test_halting_rule():
+    B = 20_000
+    g = torch.Generator().manual_seed(0)
+    yes, no = torch.ones(B), -torch.ones(B)
+    steps = lambda k: torch.full((B,), k, dtype=torch.int32)  # noqa: E731
+    explore = lambda p: draw_min_halt_steps(B, 16, p, g)  # noqa: E731
+    # always at max steps; never early in eval, whatever q says
+    assert halting(steps(16), no, 16, training=True, min_steps=explore(0.1)).all()
+    assert not halting(steps(15), yes, 16, training=False).any()
+    assert halting(steps(16), no, 16, training=False).all()
+    # training without exploration: q_halt > 0 halts
+    assert halting(steps(1), yes, 16, training=True, min_steps=explore(0.0)).all()
+    assert not halting(steps(3), no, 16, training=True).any()
+    # exploration: a ~10% share must continue past step 1 even with q_halt > 0
+    frac = 1 - halting(steps(1), yes, 16, training=True, min_steps=explore(0.1)).float().mean().item()
+    assert frac == pytest.approx(0.1, abs=0.01)
+    # with every slot exploring, the min halting step is uniform on 2..16: P(halt by step k) = (k - 1) / 15
+    for k in (1, 2, 9, 16):
+        p = halting(steps(k), yes, 16, training=True, min_steps=explore(1.0)).float().mean().item()
+        assert p == pytest.approx((k - 1) / 15, abs=0.015)
+    # reproducible from the generator state
+    a = draw_min_halt_steps(64, 16, 0.5, torch.Generator().manual_seed(7))
+    b = draw_min_halt_steps(64, 16, 0.5, torch.Generator().manual_seed(7))
+    assert torch.equal(a, b) and set(a.unique().tolist()) <= {0} | set(range(2, 17))
+
+
+def test_eval_runs_all_sixteen_steps():
+    model = TRM(TRMConfig(**TINY)).eval()
+    with torch.no_grad():
+        model.q_head.bias.fill_(5.0)  # the model "wants" to halt at once
+        carry = model.initial_carry(2)
+        for k in range(1, 17):
+            carry, _ = model(carry, make_batch(2), depth=(1, 1))
+            assert carry.halted.all() == (k == 16)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls: a second intra-op thread only adds sync cost, and on a busy 2-core box it is 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_tiny_model_overfits_a_few_puzzles(one_thread):
+    torch.manual_seed(0)
+    model = TRM(TRMConfig(halt_max_steps=4, **TINY))
+    opt = AdamATan2(model.parameters(), lr=3e-3, weight_decay=0.0)
+    batch, gen = make_batch(8, seed=3), torch.Generator().manual_seed(0)
+    carry, losses = model.initial_carry(8), []
+    for _ in range(100):
+        carry, out = model(carry, batch, depth=(1, 2), generator=gen)
+        loss, metrics = act_loss(out.logits, out.q_halt, carry.data["labels"], carry.halted, carry.steps)
+        (loss / 8).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(metrics["lm_loss"].item() / 8)  # the q_halt term is noisy while halting is learned
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.5 * first, (first, last)  # ~2.1 -> ~0.35 here

@@ -1,0 +1,177 @@
+"""AdamATan2 and SignSGD against hand-written references; the LR schedule; EMA math and swapping.
+
+Run: .venv/bin/pytest tests/test_optim.py
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cgar.model import PuzzleEmbedding
+from cgar.optim import EMA, AdamATan2, SignSGD, lr_at, make_optimizer, set_lr
+
+
+def reference_adam_atan2(p, grads, lrs, b1, b2, wd):
+    """The adam-atan2 kernel's update, element-wise in float64 numpy."""
+    p, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
+    for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
+        p = p * (1 - lr * wd)
+        m = m + (1 - b1) * (g - m)
+        v = v + (1 - b2) * (g * g - v)
+        p = p - lr * np.arctan2(m / (1 - b1**t), np.sqrt(v) / np.sqrt(1 - b2**t))
+    return p
+
+
+def run_adam(p0, grads, lrs, wd, opt=None):
+    p = torch.nn.Parameter(torch.tensor(p0, dtype=torch.float64))
+    opt = opt or AdamATan2([p], lr=lrs[0], betas=(0.9, 0.95), weight_decay=wd)
+    for g, lr in zip(grads, lrs):
+        set_lr(opt, lr)  # the schedule changes lr through param_groups, as a DeepSpeed client optimizer must
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+    return p.detach().numpy(), opt
+
+
+def test_adam_atan2_matches_reference():
+    rng = np.random.default_rng(0)
+    p0 = rng.normal(size=(3, 4))
+    grads = [rng.normal(size=(3, 4)) * 10 ** rng.uniform(-3, 1) for _ in range(6)]
+    grads[2][0, 0] = 0.0
+    lrs = [1e-2, 2e-2, 3e-2, 3e-2, 1e-2, 5e-3]
+    got, _ = run_adam(p0, grads, lrs, wd=1.0)
+    np.testing.assert_allclose(got, reference_adam_atan2(p0, grads, lrs, 0.9, 0.95, 1.0), rtol=1e-12, atol=1e-14)
+
+
+def test_adam_atan2_is_scale_invariant_and_bounded():
+    rng = np.random.default_rng(1)
+    p0, grads = rng.normal(size=5), [rng.normal(size=5) for _ in range(4)]
+    a, _ = run_adam(p0, grads, [1e-2] * 4, wd=0.0)
+    b, _ = run_adam(p0, [1000 * g for g in grads], [1e-2] * 4, wd=0.0)
+    np.testing.assert_allclose(a, b, rtol=1e-12)  # why a global loss scale (released HSW) barely matters
+    assert np.all(np.abs(a - p0) <= 4 * 1e-2 * math.pi / 2)  # |atan2| <= pi/2 per step
+
+
+def test_adam_atan2_state_dict_resume():
+    rng = np.random.default_rng(2)
+    p0, grads = rng.normal(size=4), [rng.normal(size=4) for _ in range(5)]
+    full, _ = run_adam(p0, grads, [1e-2] * 5, wd=0.1)
+    half, opt = run_adam(p0, grads[:3], [1e-2] * 3, wd=0.1)
+    p = torch.nn.Parameter(torch.tensor(half))
+    resumed = AdamATan2([p], lr=1e-2, weight_decay=0.1)
+    resumed.load_state_dict(opt.state_dict())
+    for g in grads[3:]:
+        p.grad = torch.tensor(g)
+        resumed.step()
+    np.testing.assert_allclose(p.detach().numpy(), full, rtol=1e-12)
+
+
+def test_make_optimizer():
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    assert isinstance(make_optimizer("adam_atan2", p, 1e-4, 1.0), AdamATan2)
+    adamw = make_optimizer("adamw", p, 1e-4, 1.0)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["betas"] == (0.9, 0.95)
+    with pytest.raises(ValueError):
+        make_optimizer("sgd", p, 1e-4, 1.0)
+
+
+def test_sign_sgd_sums_per_id_then_takes_the_sign():
+    emb = PuzzleEmbedding(3, 2).train()
+    with torch.no_grad():
+        emb.weight.copy_(torch.tensor([[1.0, -1.0], [2.0, 2.0], [0.5, 0.5]]))
+    before = emb.weight.clone()
+    opt = SignSGD(emb, lr=0.1, weight_decay=0.5)
+    rows = emb(torch.tensor([0, 0, 2]))  # id 1 absent
+    (rows * torch.tensor([[3.0, 1.0], [-1.0, -4.0], [-2.0, 0.0]])).sum().backward()
+    opt.step()
+    decay = 1 - 0.1 * 0.5
+    expected = torch.stack([
+        before[0] * decay - 0.1 * torch.tensor([1.0, -1.0]),  # summed grad (2, -3)
+        before[1],  # absent: no update and no decay
+        before[2] * decay - 0.1 * torch.tensor([-1.0, 0.0]),  # sign(0) = 0
+    ])
+    assert torch.allclose(emb.weight, expected)
+    assert emb.last_rows is None  # consumed: a second step() is a no-op
+    opt.step()
+    assert torch.allclose(emb.weight, expected)
+
+
+def test_lr_warmup_then_constant():
+    assert lr_at(0, 1e-4) == 0.0
+    assert lr_at(1, 1e-4) == pytest.approx(1e-4 / 2000)
+    assert lr_at(1000, 1e-4) == pytest.approx(0.5e-4)
+    assert lr_at(2000, 1e-4) == 1e-4
+    assert lr_at(65_100, 1e-4, total_steps=65_100) == 1e-4  # min_ratio 1.0: constant (TRM)
+
+
+def test_lr_cosine_option():
+    kw = dict(base_lr=1.0, warmup_steps=10, total_steps=110, min_ratio=0.1)
+    assert lr_at(10, **kw) == pytest.approx(1.0)
+    assert lr_at(60, **kw) == pytest.approx(0.55)
+    assert lr_at(110, **kw) == pytest.approx(0.1) and lr_at(500, **kw) == pytest.approx(0.1)
+
+
+def tiny_module():
+    torch.manual_seed(0)
+    m = torch.nn.Linear(3, 2)
+    m.register_buffer("buf", torch.ones(2))
+    m.bias.requires_grad_(False)  # frozen params are not averaged
+    return m
+
+
+def test_ema_update_math_and_swap():
+    m = tiny_module()
+    ema = EMA(m, decay=0.999)
+    assert set(ema.shadow) == {"weight"}
+    w0 = m.weight.detach().clone()
+    with torch.no_grad():
+        m.weight.add_(1.0)
+    ema.update(m)
+    assert torch.allclose(ema.shadow["weight"], 0.001 * (w0 + 1.0) + 0.999 * w0)
+    live = m.weight.detach().clone()
+    with ema.swapped(m):
+        assert torch.equal(m.weight, ema.shadow["weight"])
+    assert torch.equal(m.weight, live)
+    with pytest.raises(RuntimeError), ema.swapped(m):  # live weights come back on error too
+        raise RuntimeError
+    assert torch.equal(m.weight, live)
+
+
+def test_ema_state_dict_round_trip():
+    m = tiny_module()
+    ema = EMA(m)
+    with torch.no_grad():
+        m.weight.mul_(3)
+    ema.update(m)
+    fresh = EMA(tiny_module())
+    fresh.load_state_dict(ema.state_dict())
+    assert torch.equal(fresh.shadow["weight"], ema.shadow["weight"]) and fresh.decay == 0.999
+    fresh.copy_to(m)
+    assert torch.equal(m.weight, ema.shadow["weight"])
+
+
+def test_adam_atan2_as_deepspeed_client_optimizer():
+    """DeepSpeed takes one client optimizer: it must step it, keep our lr changes, and leave the puzzle rows'
+    gradient (not a parameter) for SignSGD."""
+    import deepspeed
+
+    from cgar.engine import compute_init, ds_config
+    from cgar.model import TRM, TRMConfig
+
+    compute_init("cpu")
+    torch.manual_seed(0)
+    model = TRM(TRMConfig(hidden_size=32, num_heads=4))
+    engine, opt, *_ = deepspeed.initialize(model=model, optimizer=AdamATan2(model.parameters(), lr=0.0),
+                                           config=ds_config(2, 1))
+    assert isinstance(engine.optimizer, AdamATan2)
+    batch = dict(inputs=torch.ones(2, 81, dtype=torch.int32), labels=torch.full((2, 81), 2, dtype=torch.int32),
+                 puzzle_identifiers=torch.zeros(2, dtype=torch.int32))
+    w0 = model.lm_head.weight.detach().clone()
+    set_lr(engine.optimizer, 1e-2)
+    _, out = engine(model.initial_carry(2), batch, depth=(1, 1))
+    engine.backward(out.logits.float().sum())
+    engine.step()
+    step = (model.lm_head.weight - w0).abs().max().item()
+    assert 1e-3 < step <= 1e-2 * math.pi / 2  # moved by the new lr, bounded as atan2 is
+    assert model.puzzle_emb.last_rows.grad is not None

@@ -90,12 +90,17 @@ def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     return (h * torch.rsqrt(h.square().mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
+def swiglu_inner(dim: int, expansion: float) -> int:
+    """TRM's SwiGLU width: round(expansion * dim * 2/3) rounded up to a multiple of 256 (512 -> 1536, 97 -> 512)."""
+    return -(-round(expansion * dim * 2 / 3) // 256) * 256
+
+
 class SwiGLU(nn.Module):
-    """down(silu(gate) * up); inner width = round(expansion * dim * 2/3) rounded up to a multiple of 256."""
+    """down(silu(gate) * up), inner width `swiglu_inner(dim, expansion)`."""
 
     def __init__(self, dim: int, expansion: float):
         super().__init__()
-        inner = -(-round(expansion * dim * 2 / 3) // 256) * 256  # 512 -> 1536, 97 -> 512
+        inner = swiglu_inner(dim, expansion)
         self.gate_up = Linear(dim, 2 * inner)  # fused gate and up projections
         self.down = Linear(inner, dim)
 

@@ -1,0 +1,256 @@
+"""Train TRM / CGAR variants on a built Sudoku dataset through a DeepSpeed engine.
+
+    python -m cgar.train --config run.yaml --out results/runs/cgar/seed0 [--set train.seed=1 ...]
+    torchrun --standalone --nproc_per_node 4 -m cgar.train --config run.yaml --out ...
+
+One supervision step per optimizer step over a persistent carry of `global_batch_size` slots (spec §1.4),
+split over ranks; PDC picks (T, n) from training progress; HSW weights the loss; AdamATan2 (or AdamW) for the
+network, SignSGD for the puzzle embedding, EMA 0.999. Resumable: a checkpoint every `checkpoint_every` steps
+holds everything needed to continue bit for bit, and a restart with the same --out continues from the latest.
+
+Outputs in --out: run_config.json, metrics.jsonl (one line per logged step), model.pt (EMA weights, written at
+the end), ckpt/ (DeepSpeed checkpoints; not a pipeline output, so a retried job finds it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from tqdm import tqdm
+
+from cgar.config import ConfigError, RunConfig, config_to_dict, load_config
+from cgar.curriculum import depth_at, hsw_weight
+from cgar.data.loader import TrainStream, load_split
+from cgar.engine import Checkpointer, Runtime, compute_init, ds_config, print0
+from cgar.flops import step_flops
+from cgar.io_utils import DataError, atomic_write, atomic_write_json
+from cgar.losses import act_loss, reduce_metrics
+from cgar.model import TRM, Carry, TRMConfig, draw_min_halt_steps
+from cgar.optim import EMA, SignSGD, lr_at, make_optimizer, set_lr
+
+METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss", "loss")
+
+
+def model_config(cfg: RunConfig) -> TRMConfig:
+    return TRMConfig(**dataclasses.asdict(cfg.model))
+
+
+def total_steps(cfg: RunConfig, stream: TrainStream) -> int:
+    """TRM's run length: (epochs / epochs_per_iter) iterations of floor(epochs_per_iter * groups / batch) steps."""
+    full = (cfg.train.epochs // cfg.train.epochs_per_iter) * stream.batches_per_iter
+    return min(full, cfg.train.max_steps) if cfg.train.max_steps else full
+
+
+def depth_for(cfg: RunConfig, step: int, total: int) -> tuple[int, int, int]:
+    """(stage index, T, n) for the 1-based optimizer step; progress = completed steps / total."""
+    if not cfg.pdc.enabled:
+        return len(cfg.pdc.stages), cfg.model.H_cycles, cfg.model.L_cycles
+    progress = (step - 1) / total
+    T, n = depth_at(progress, cfg.pdc.stages)
+    stage = max(i for i, (start, *_) in enumerate(cfg.pdc.stages) if progress >= start)
+    return stage, T, n
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def carry_to(carry: Carry, device) -> Carry:
+    return Carry(carry.y.to(device), carry.z.to(device), carry.steps.to(device), carry.halted.to(device),
+                 {k: v.to(device) for k, v in carry.data.items()})
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, out: Path, rt: Runtime):
+        self.cfg, self.out, self.rt = cfg, out, rt
+        tc = cfg.train
+        split = load_split(cfg.data_dir, "train")
+        self.stream = TrainStream(split, tc.global_batch_size, tc.seed, tc.epochs_per_iter, rt.rank, rt.world)
+        self.local_batch = tc.global_batch_size // rt.world
+        self.total = total_steps(cfg, self.stream)
+
+        torch.manual_seed(tc.seed)  # the same initial weights on every rank
+        self.mcfg = model_config(cfg)
+        model = TRM(self.mcfg).to(rt.device)
+        self.sign_sgd = SignSGD(model.puzzle_emb, lr=tc.puzzle_emb_lr, weight_decay=tc.puzzle_emb_weight_decay)
+        opt = make_optimizer(tc.optimizer, model.parameters(), tc.lr, tc.weight_decay, (tc.beta1, tc.beta2))
+        import deepspeed
+
+        self.engine, *_ = deepspeed.initialize(
+            model=model, optimizer=opt,
+            config=ds_config(tc.global_batch_size, rt.world, tc.zero_stage, tc.gradient_clipping))
+        self.model = model
+        self.ema = EMA(model, tc.ema_rate)
+        self.explore = torch.Generator().manual_seed(tc.seed + 1)  # same stream on every rank (global draws)
+        self.carry = model.initial_carry(self.local_batch, rt.device)
+        self.step, self.wall, self.flops = 0, 0.0, 0
+        self.ckpt = Checkpointer(out / "ckpt")
+
+    # ------------------------------------------------------------------ state
+
+    def save(self) -> str:
+        shared = {"step": self.step, "wall_s": self.wall, "flops": self.flops, "ema": self.ema.state_dict(),
+                  "explore_rng": self.explore.get_state(), "run_config": config_to_dict(self.cfg)}
+        rank_state = {"carry": dataclasses.asdict(carry_to(self.carry, "cpu")), "stream": self.stream.state_dict(),
+                      "torch_rng": torch.get_rng_state()}
+        return self.ckpt.save(self.engine, self.step, shared, rank_state, self.rt.rank)
+
+    def resume(self) -> bool:
+        loaded = self.ckpt.load(self.engine, self.rt.rank)
+        if loaded is None:
+            return False
+        shared, rank_state = loaded
+        if shared["run_config"] != config_to_dict(self.cfg):
+            raise ConfigError(f"{self.out}: the checkpoint was written with a different run config; use a new --out")
+        self.step, self.wall, self.flops = shared["step"], shared["wall_s"], shared["flops"]
+        self.ema.load_state_dict(shared["ema"])
+        self.explore.set_state(shared["explore_rng"])
+        self.carry = carry_to(Carry(**rank_state["carry"]), self.rt.device)
+        self.stream.load_state_dict(rank_state["stream"])
+        torch.set_rng_state(rank_state["torch_rng"])
+        return True
+
+    # ------------------------------------------------------------------ one optimizer step
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        cfg, tc, dev = self.cfg, self.cfg.train, self.rt.device
+        step = self.step + 1
+        lr = lr_at(step, tc.lr, tc.lr_warmup_steps, self.total, tc.lr_min_ratio)
+        set_lr(self.engine.optimizer, lr)
+        set_lr(self.sign_sgd, lr * tc.puzzle_emb_lr / tc.lr)  # same warmup shape, its own base rate
+        stage, T, n = depth_for(cfg, step, self.total)
+
+        batch = {k: v.to(dev, non_blocking=True) for k, v in next(self.stream).items()}
+        lo = self.rt.rank * self.local_batch
+        min_halt = draw_min_halt_steps(tc.global_batch_size, self.mcfg.halt_max_steps,
+                                       self.mcfg.halt_exploration_prob, self.explore)[lo:lo + self.local_batch]
+        incoming = self.carry.steps
+        if cfg.hsw.enabled and cfg.hsw.mode == "released":  # one scalar from the global batch mean
+            total = _all_reduce_sum(incoming.sum().double())
+            incoming = torch.full((1,), float(total) / tc.global_batch_size)
+        self.carry, out = self.engine(self.carry, batch, depth=(T, n), min_halt_steps=min_halt.to(dev))
+        w = hsw_weight(cfg.hsw.mode, incoming, self.carry.steps, cfg.hsw.decay,
+                       self.mcfg.halt_max_steps) if cfg.hsw.enabled else None
+        loss, sums = act_loss(out.logits, out.q_halt, self.carry.data["labels"], self.carry.halted,
+                              self.carry.steps, weight=w)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite loss ({loss.item()}) at optimizer step {step}; stopping without saving. "
+                f"The last good checkpoint is {self.ckpt.latest_tag()} in {self.ckpt.root}")
+        # DeepSpeed averages gradients over ranks, so per-rank sum / local batch = TRM's global sum / global batch
+        self.engine.backward(loss / self.local_batch)
+        self.sign_sgd.step()
+        self.engine.step()
+        self.ema.update(self.model)
+        self.step = step
+        self.flops += step_flops(self.mcfg, T, n, tc.global_batch_size)
+        weight = 1.0 if w is None else float(torch.as_tensor(w, dtype=torch.float64).mean())
+        extra = dict(stage=stage, T=T, n=n, lr=lr, hsw_weight=weight)
+        return {**{k: v.detach().double() for k, v in sums.items()}, **extra}
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        tc = self.cfg.train
+        metrics_path = self.out / "metrics.jsonl"
+        resumed = self.resume()
+        if self.rt.is_main:
+            keep = []
+            if resumed and metrics_path.exists():  # drop lines past the checkpoint: they will be redone
+                keep = [ln for ln in metrics_path.read_text().splitlines() if json.loads(ln)["step"] <= self.step]
+            with atomic_write(metrics_path, "w") as f:
+                f.writelines(ln + "\n" for ln in keep)
+            print0(f"{'resumed at' if resumed else 'starting'} step {self.step}/{self.total} "
+                   f"({self.rt.world} rank(s), {self.rt.device}, {self.model.num_params():,} parameters)")
+        kill_at = int(os.environ.get("CGAR_FAULT_KILL_AT_STEP", "0"))  # fault-injection hook for tests
+        acc = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=self.rt.device)
+        bar = tqdm(total=self.total, initial=self.step, disable=not self.rt.is_main, desc="train", unit="step",
+                   file=sys.stderr, mininterval=1.0)
+        log = open(metrics_path, "a") if self.rt.is_main else None
+        t0, since = time.perf_counter(), 0
+        while self.step < self.total:
+            m = self.train_step()
+            acc += torch.stack([m[k] for k in METRIC_KEYS])
+            since += 1
+            if self.step % tc.log_every == 0 or self.step == self.total:
+                sums = _all_reduce_sum(acc.clone()).tolist()
+                now = time.perf_counter()
+                self.wall, t0 = self.wall + now - t0, now
+                rec = {"step": self.step, **{k: m[k] for k in ("stage", "T", "n", "lr", "hsw_weight")},
+                       **reduce_metrics(dict(zip(METRIC_KEYS, sums)), tc.global_batch_size * since),
+                       "wall_s": round(self.wall, 3), "flops": self.flops}
+                acc.zero_()
+                since = 0
+                if log:
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", exact=f"{rec['exact_accuracy']:.3f}",
+                                steps=f"{rec['steps']:.1f}", Tn=f"{rec['T']},{rec['n']}", refresh=False)
+            bar.update(1)
+            if self.step % tc.checkpoint_every == 0 and self.step < self.total:
+                self.wall, t0 = self.wall + time.perf_counter() - t0, time.perf_counter()
+                self.save()
+            if kill_at and self.step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        bar.close()
+        if log:
+            log.close()
+        self.export()
+
+    def export(self) -> None:
+        """model.pt: EMA weights + buffers, the model config and the run config (what evaluation loads)."""
+        if not self.rt.is_main:
+            return
+        with self.ema.swapped(self.model):
+            state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        payload = {"model_config": dataclasses.asdict(self.mcfg), "run_config": config_to_dict(self.cfg),
+                   "state_dict": state, "step": self.step, "weights": "ema"}
+        with atomic_write(self.out / "model.pt") as f:
+            torch.save(payload, f)
+        print0(f"wrote {self.out / 'model.pt'} (EMA weights, step {self.step})")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m cgar.train", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, required=True, help="run config YAML (see cgar/config.py)")
+    ap.add_argument("--out", type=Path, required=True, help="run directory; an existing checkpoint there resumes")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key, e.g. --set train.seed=1 --set pdc.enabled=true")
+    a = ap.parse_args(argv)
+    try:
+        cfg = load_config(a.config, parse_overrides(a.set))
+        rt = compute_init(cfg.train.device)
+        a.out.mkdir(parents=True, exist_ok=True)
+        if rt.is_main:
+            atomic_write_json(a.out / "run_config.json", config_to_dict(cfg))
+        Trainer(cfg, a.out, rt).run()
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -46,6 +46,12 @@ def test_reference_layout(csvs, tmp_path):
     csv_rows = {row.tobytes() for row in tp.astype(int)}
     assert all(row.tobytes() in csv_rows for row in originals)
     assert (num_givens(p).reshape(10, 5) == num_givens(originals)[:, None]).all()
+    # sidecars: each example carries its group's rating and source (CSV ratings are the row index)
+    ratings = load(tr, "ratings")
+    assert ratings.dtype == np.int32 and (ratings.reshape(10, 5) == ratings[::5, None]).all()
+    assert json.loads((te / "sources.json").read_text()) == ["src_a", "src_b"]
+    np.testing.assert_array_equal(load(te, "ratings"), np.arange(15))
+    np.testing.assert_array_equal(load(te, "source_ids"), np.arange(15) % 2 == 0)  # odd rows are src_a (id 0)
     # test split: every CSV row, in order, not augmented
     np.testing.assert_array_equal(load(te, "inputs").astype(int) - 1, qp)
     np.testing.assert_array_equal(load(te, "group_indices"), np.arange(16))

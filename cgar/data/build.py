@@ -7,7 +7,9 @@ Mirrors `build_sudoku_dataset.py` of HRM/TRM (spec §2.2), with three deliberate
 
 Layout of `<out>/`: `identifiers.json`, `manifest.json`, and for each split `<out>/{train,test}/`:
 `all__inputs.npy` uint8[N, 81], `all__labels.npy` uint8[N, 81], `all__puzzle_identifiers.npy` int32[N],
-`all__puzzle_indices.npy` int32[N+1], `all__group_indices.npy` int32[G+1], `dataset.json`. Stored values are
+`all__puzzle_indices.npy` int32[N+1], `all__group_indices.npy` int32[G+1], `dataset.json`, and two sidecars the
+reference does not have (its loaders ignore them): `all__ratings.npy` int32[N] and `all__source_ids.npy` int16[N]
+indexing `sources.json`, so evaluation can report accuracy per difficulty and per source. Stored values are
 digit + 1, so 0 = pad, 1 = blank, 2..10 = digits 1..9. Each group is one original puzzle followed by its
 `num_aug` augmentations; each example is its own "puzzle". The test split is never augmented.
 """
@@ -175,19 +177,28 @@ def _dataset_json(total_groups: int) -> dict:
     }
 
 
-def write_split(out: Path, inputs: np.ndarray, labels: np.ndarray, group_sizes: np.ndarray) -> None:
-    """Write one split directory in the reference layout (values stored +1: 0 pad, 1 blank, 2..10 digits)."""
+def write_split(out: Path, inputs: np.ndarray, labels: np.ndarray, group_sizes: np.ndarray,
+                table: PuzzleTable) -> None:
+    """Write one split directory in the reference layout (values stored +1: 0 pad, 1 blank, 2..10 digits).
+
+    `table` holds the groups' original puzzles; every example of a group inherits its source and rating.
+    """
     out.mkdir(parents=True, exist_ok=True)
     n = len(inputs)
+    sources = sorted(set(table.sources.tolist()))
+    source_ids = np.searchsorted(np.array(sources, dtype=object), table.sources).astype(np.int16)
     arrays = {
         "inputs": (inputs + 1).astype(np.uint8),
         "labels": (labels + 1).astype(np.uint8),
         "puzzle_identifiers": np.zeros(n, dtype=np.int32),
         "puzzle_indices": np.arange(n + 1, dtype=np.int32),
         "group_indices": np.concatenate([[0], np.cumsum(group_sizes)]).astype(np.int32),
+        "ratings": np.repeat(table.ratings, group_sizes).astype(np.int32),
+        "source_ids": np.repeat(source_ids, group_sizes),
     }
     for name, arr in arrays.items():
         np.save(out / f"all__{name}.npy", arr, allow_pickle=False)
+    atomic_write_json(out / "sources.json", sources)
     atomic_write_json(out / "dataset.json", _dataset_json(len(group_sizes)))
 
 
@@ -238,9 +249,9 @@ def build_dataset(
         raise DataError(test_csv, f"no test rows (min_difficulty={cfg.min_difficulty})")
     with atomic_directory(out_dir) as tmp:
         inputs, labels, sizes = expand_groups(train, cfg.num_aug, np.random.default_rng(ss_aug), progress)
-        write_split(tmp / "train", inputs, labels, sizes)
+        write_split(tmp / "train", inputs, labels, sizes, train)
         del inputs, labels
-        write_split(tmp / "test", test.questions, test.answers, np.ones(len(test), dtype=np.int64))
+        write_split(tmp / "test", test.questions, test.answers, np.ones(len(test), dtype=np.int64), test)
         atomic_write_json(tmp / "identifiers.json", ["<blank>"])
         files = {
             str(p.relative_to(tmp)): _file_entry(p) for p in sorted(tmp.rglob("*")) if p.is_file()

@@ -65,7 +65,7 @@ class PuzzleTable:
         return PuzzleTable(self.sources[idx], self.questions[idx], self.answers[idx], self.ratings[idx])
 
 
-def _iter_rows(path: Path):
+def iter_puzzle_rows(path: Path):
     """Yield (line_no, source, question, answer, rating) of a puzzle CSV, checking the header."""
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
@@ -99,7 +99,7 @@ def read_puzzle_csv(
     sources, questions, answers, ratings, lines = [], [], [], [], []
     k = 0  # index among filtered rows
     j = 0  # position in `keep`
-    for line_no, source, question, answer, rating in _iter_rows(path):
+    for line_no, source, question, answer, rating in iter_puzzle_rows(path):
         if min_difficulty is not None and rating < min_difficulty:
             continue
         if keep is None or (j < len(keep) and keep[j] == k):
@@ -128,7 +128,7 @@ def read_puzzle_csv(
 
 
 def count_rows(path: str | os.PathLike, *, min_difficulty: int | None = None) -> int:
-    return sum(1 for *_, r in _iter_rows(Path(path)) if min_difficulty is None or r >= min_difficulty)
+    return sum(1 for *_, r in iter_puzzle_rows(Path(path)) if min_difficulty is None or r >= min_difficulty)
 
 
 def subsample(path: str | os.PathLike, cfg: BuildConfig, rng: np.random.Generator) -> PuzzleTable:

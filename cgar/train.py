@@ -8,8 +8,9 @@ split over ranks; PDC picks (T, n) from training progress; HSW weights the loss;
 network, SignSGD for the puzzle embedding, EMA 0.999. Resumable: a checkpoint every `checkpoint_every` steps
 holds everything needed to continue bit for bit, and a restart with the same --out continues from the latest.
 
-Outputs in --out: run_config.json, metrics.jsonl (one line per logged step), model.pt (EMA weights, written at
-the end), ckpt/ (DeepSpeed checkpoints; not a pipeline output, so a retried job finds it).
+Outputs in --out: run_config.json, metrics.jsonl (one line per logged step), model.pt (EMA weights); both of the
+latter appear only when the run completes. ckpt/ holds the DeepSpeed checkpoints and the live metrics log; it is not
+a pipeline output, so a failed, retried or requeued job (whose declared outputs Snakemake deletes) finds it.
 """
 
 from __future__ import annotations
@@ -164,7 +165,8 @@ class Trainer:
 
     def run(self) -> None:
         tc = self.cfg.train
-        metrics_path = self.out / "metrics.jsonl"
+        metrics_path = self.ckpt.root / "metrics.jsonl"  # live log; published to out/ at the end
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
         resumed = self.resume()
         if self.rt.is_main:
             keep = []
@@ -207,6 +209,8 @@ class Trainer:
         bar.close()
         if log:
             log.close()
+            with atomic_write(self.out / "metrics.jsonl", "wb") as f:
+                f.write(metrics_path.read_bytes())
         self.export()
 
     def export(self) -> None:

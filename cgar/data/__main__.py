@@ -82,8 +82,10 @@ def cmd_check(a: argparse.Namespace) -> dict:
         for d in (a.train, a.test):
             for candidate in (Path(d), Path(d).parent):  # a split dir or the dataset dir holding it
                 if (candidate / "manifest.json").is_file():
-                    verify_manifest(candidate)
-                    report.setdefault("manifests_verified", []).append(str(candidate))
+                    verified = report.setdefault("manifests_verified", [])
+                    if str(candidate) not in verified:  # train/ and test/ usually share one dataset manifest
+                        verify_manifest(candidate)
+                        verified.append(str(candidate))
                     break
             else:
                 raise DataError(d, "--verify-manifest: no manifest.json here or in the parent folder")
@@ -160,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = args.func(args)
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # missing or unreadable input: name the file, no traceback
+        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
     if args.summary is not None:
         atomic_write_json(args.summary, summary)

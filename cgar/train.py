@@ -226,6 +226,13 @@ class Trainer:
         print0(f"wrote {self.out / 'model.pt'} (EMA weights, step {self.step})")
 
 
+def shutdown() -> None:
+    """Tear the process group down explicitly: leaving it to interpreter exit can abort a rank (gloo)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def parse_overrides(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -253,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        shutdown()
     return 0
 
 

@@ -257,11 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         if rt.is_main:
             atomic_write_json(a.out / "run_config.json", config_to_dict(cfg))
         Trainer(cfg, a.out, rt).run()
+        shutdown()  # success path only: a failing rank must exit, so that torchrun stops the others
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    finally:
-        shutdown()
     return 0
 
 

@@ -1,0 +1,372 @@
+"""Evaluate a trained TRM/CGAR checkpoint on the full test set: accuracy per step, ACT halting, per difficulty.
+
+    python -m cgar.evaluate --checkpoint run/model.pt --data data/sudoku-extreme-1k-aug-1000 --out-dir run
+    torchrun --standalone --nproc_per_node 4 -m cgar.evaluate ...   (each rank its slice of every global batch)
+
+EMA weights, `model.eval()`, full depth (T, n) from the model config whatever PDC did in training, bf16 compute
+on CUDA and fp32 on CPU (the model decides). Two modes:
+- `full` (default; the TRM/CGAR protocol, spec §1.4): every puzzle runs all S = 16 supervision steps from a fresh
+  carry. One pass records, per puzzle and step, the right-cell count and the q_halt logit, from which the step-16
+  accuracy, the accuracy at every step and ACT halting (first q_halt > 0) are all derived (`cgar.eval_metrics`).
+- `act`: ACT inference that really stops computing a puzzle once it halts. A working batch of slots is refilled
+  from the stream as puzzles halt (as the training carry) and shrinks once the stream runs dry, so compute
+  follows the mean halting step. Per-puzzle results equal the ACT view of the full pass (tested).
+
+Outputs in --out-dir (`eval_act.*` in act mode): eval.json (metrics overall / per rating bucket / per source,
+checkpoint step, puzzles, wall seconds, puzzles/s) and eval.parquet (one row per puzzle, see `to_arrow`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from cgar.data.loader import SplitArrays, eval_batches, load_split
+from cgar.eval_metrics import HALTING_ACCURACY_DEFINITION, RATING_BINS, halt_steps, solved, summarize_all
+from cgar.io_utils import DataError, atomic_write, atomic_write_json
+from cgar.model import IGNORE_LABEL_ID, TRM, Carry, TRMConfig, halting
+
+Batches = Iterable[tuple[dict[str, torch.Tensor], np.ndarray]]  # (padded local batch, indices of real rows)
+
+
+# ----------------------------------------------------------------------------- the checkpoint
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The `model.pt` payload written by `cgar.train` (model_config, run_config, state_dict, step, weights),
+    checked; any problem is a DataError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "checkpoint missing (cgar.train writes model.pt when a run completes)")
+    try:  # weights_only: the payload is plain dicts and tensors; never run a pickle's code
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols on garbage before failing
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, bad pickle, not a torch file: all the same to the user
+        raise DataError(path, f"unreadable or corrupt checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(payload, dict):
+        raise DataError(path, f"expected a dict payload, got {type(payload).__name__}")
+    missing = [k for k in ("model_config", "state_dict") if not isinstance(payload.get(k), dict)]
+    if missing:
+        raise DataError(path, f"payload lacks {', '.join(missing)} (has {sorted(payload)}); not a cgar model.pt")
+    return payload
+
+
+def build_model(payload: dict, path: str | Path, device: torch.device | str) -> TRM:
+    """TRM from a checked payload, weights loaded strictly, in eval mode on `device`."""
+    try:
+        model = TRM(TRMConfig(**payload["model_config"]))
+        model.load_state_dict(payload["state_dict"])
+    except (TypeError, RuntimeError) as e:
+        raise DataError(path, f"model config or weights do not fit TRM ({str(e)[:300]})") from None
+    return model.to(device).eval()
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> TRM:
+    return build_model(read_checkpoint(path), path, device)
+
+
+# ----------------------------------------------------------------------------- per-puzzle results
+
+@dataclass
+class Results:
+    """Per-puzzle, per-step records (rank-local while running), filled in place; rows [0, n) are used."""
+
+    example: np.ndarray  # int64 [C]: index in the split
+    cells: np.ndarray  # uint8 [C, S]: label cells right (argmax == label) after step k+1
+    n_cells: np.ndarray  # uint8 [C]: label cells of the puzzle
+    q_halt: np.ndarray  # float32 [C, S]: halting logit after step k+1, NaN where the step did not run
+    steps_run: np.ndarray  # uint8 [C]
+    n: int = 0
+
+    @classmethod
+    def empty(cls, capacity: int, steps: int) -> "Results":
+        return cls(np.full(capacity, -1, np.int64), np.zeros((capacity, steps), np.uint8),
+                   np.zeros(capacity, np.uint8), np.full((capacity, steps), np.nan, np.float32),
+                   np.zeros(capacity, np.uint8))
+
+    def add(self, idx: np.ndarray) -> np.ndarray:
+        """Reserve rows for examples `idx`; returns their row positions."""
+        pos = np.arange(self.n, self.n + len(idx))
+        self.example[pos] = idx
+        self.n += len(idx)
+        return pos
+
+    def record(self, pos: np.ndarray, step0: np.ndarray | int, q: torch.Tensor, cells: torch.Tensor,
+               n_cells: torch.Tensor) -> None:
+        """One supervision step for rows `pos` (step0: 0-based step index, scalar or per row)."""
+        self.q_halt[pos, step0] = q.cpu().numpy()
+        self.cells[pos, step0] = cells.cpu().numpy()
+        self.n_cells[pos] = n_cells.cpu().numpy()
+        self.steps_run[pos] = np.asarray(step0) + 1
+
+    def trimmed(self) -> "Results":
+        return Results(**{f.name: getattr(self, f.name)[: self.n] for f in dataclasses.fields(self) if f.name != "n"},
+                       n=self.n)
+
+    @classmethod
+    def merge(cls, parts: list["Results"]) -> "Results":
+        """Concatenate the ranks' results, ordered by example index."""
+        cat = {f.name: np.concatenate([getattr(p, f.name)[: p.n] for p in parts])
+               for f in dataclasses.fields(cls) if f.name != "n"}
+        order = np.argsort(cat["example"], kind="stable")
+        return cls(**{k: v[order] for k, v in cat.items()}, n=len(order))
+
+
+def local_count(num_examples: int, global_batch: int, rank: int, world: int) -> int:
+    """Real rows rank `rank` gets from `eval_batches` (its slice of each global batch, padding excluded)."""
+    local = global_batch // world
+    starts = np.arange(0, num_examples, global_batch)
+    return int(np.clip(num_examples - starts - rank * local, 0, local).sum())
+
+
+# ----------------------------------------------------------------------------- the two evaluation loops
+
+def _step(model: TRM, carry: Carry, batch: dict[str, torch.Tensor]):
+    """One full-depth supervision step; returns (carry, q_halt [B], right cells [B], label cells [B])."""
+    carry, out = model(carry, batch)  # depth=None: full (T, n) from the model config, never a PDC stage
+    labels = carry.data["labels"]  # the slots' puzzles after the refill
+    mask = labels != IGNORE_LABEL_ID
+    cells = ((out.logits.argmax(-1) == labels) & mask).sum(-1)
+    return carry, out.q_halt, cells, mask.sum(-1)
+
+
+@torch.inference_mode()
+def evaluate_full(model: TRM, batches: Batches, res: Results, bar: tqdm | None = None) -> Results:
+    """All S steps for every puzzle, a fresh carry per batch (TRM protocol)."""
+    model.eval()
+    device = model.y_init.device
+    for batch, idx in batches:
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        pos, n = res.add(idx), len(idx)
+        carry = model.initial_carry(len(batch["inputs"]), device)  # all halted: step 1 fills every slot
+        for k in range(model.config.halt_max_steps):
+            carry, q, cells, n_cells = _step(model, carry, batch)
+            res.record(pos, k, q[:n], cells[:n], n_cells[:n])  # padded rows [n:] are dropped
+        if bar is not None:
+            bar.update(n)
+    return res
+
+
+class RowQueue:
+    """The real rows of a batch stream, handed out a few at a time (the refill source of ACT mode)."""
+
+    def __init__(self, batches: Batches):
+        self.it: Iterator = iter(batches)
+        self.rows: dict[str, torch.Tensor] | None = None
+        self.idx = np.zeros(0, np.int64)
+
+    def take(self, n: int) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        """Up to n rows (fewer only when the stream is exhausted) and their example indices."""
+        while len(self.idx) < n:
+            nxt = next(self.it, None)
+            if nxt is None:
+                break
+            batch, idx = nxt
+            real = {k: v[: len(idx)] for k, v in batch.items()}
+            self.rows = real if self.rows is None else {k: torch.cat((self.rows[k], real[k])) for k in real}
+            self.idx = np.concatenate((self.idx, idx))
+        m = min(n, len(self.idx))
+        if m == 0:
+            return {}, self.idx[:0]
+        rows = {k: v[:m] for k, v in self.rows.items()}
+        self.rows = {k: v[m:] for k, v in self.rows.items()}
+        idx, self.idx = self.idx[:m], self.idx[m:]
+        return rows, idx
+
+
+def _select(carry: Carry, keep: torch.Tensor) -> Carry:
+    return Carry(carry.y[keep], carry.z[keep], carry.steps[keep], carry.halted[keep],
+                 {k: v[keep] for k, v in carry.data.items()})
+
+
+@torch.inference_mode()
+def evaluate_act(model: TRM, batches: Batches, res: Results, slots: int, bar: tqdm | None = None) -> Results:
+    """ACT inference with batch compaction: `slots` puzzles in flight; a puzzle leaves at its halting step (first
+    q_halt > 0, at most S) and a fresh one from the stream takes its slot with a fresh carry row (the model's
+    refill, as in training). When the stream runs dry the batch shrinks to the puzzles still running, so the
+    work done is sum(halting steps) rows x steps, with no padding."""
+    model.eval()
+    device, S = model.y_init.device, model.config.halt_max_steps
+    queue = RowQueue(batches)
+    carry = model.initial_carry(slots, device)  # all halted: the first refill fills every slot
+    pos = np.full(slots, -1, np.int64)  # Results row of each slot's puzzle
+    while True:
+        halted = carry.halted.cpu().numpy()
+        free = np.flatnonzero(halted)
+        new, idx = queue.take(len(free))
+        if len(idx) < len(free):  # stream dry: drop the slots nothing will refill (the compaction)
+            keep = np.sort(np.concatenate((np.flatnonzero(~halted), free[: len(idx)])))
+            if len(keep) == 0:
+                break
+            carry, pos = _select(carry, torch.as_tensor(keep, device=device)), pos[keep]
+            free = np.flatnonzero(halted[keep])
+        pos[free] = res.add(idx)
+        batch = dict(carry.data)  # rows of running slots are ignored by the refill; free slots take new puzzles
+        if len(free):
+            slot = torch.as_tensor(free, device=device)
+            batch = {k: v.index_copy(0, slot, new[k].to(device)) for k, v in batch.items()}
+        carry, q, cells, n_cells = _step(model, carry, batch)
+        res.record(pos, carry.steps.cpu().numpy() - 1, q, cells, n_cells)
+        # the ACT rule without exploration (training=True enables q_halt > 0; eval mode would never halt early)
+        carry.halted = halting(carry.steps, q, S, training=True)
+        if bar is not None:
+            bar.update(int(carry.halted.sum()))
+    return res
+
+
+# ----------------------------------------------------------------------------- gather, table, metrics
+
+def gather(res: Results) -> Results | None:
+    """Rank 0 gets every rank's results merged by example index; other ranks get None."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return Results.merge([res])
+    parts = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(res.trimmed(), parts, dst=0)
+    return Results.merge(parts) if dist.get_rank() == 0 else None
+
+
+def sidecars(split: SplitArrays) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-example ratings [N] and source names [N] from the build's sidecars (None if the split lacks them,
+    e.g. one built by the HRM/TRM script)."""
+    try:
+        ratings = np.load(split.path / "all__ratings.npy", allow_pickle=False)
+        ids = np.load(split.path / "all__source_ids.npy", allow_pickle=False)
+        names = np.array(json.loads((split.path / "sources.json").read_text()), dtype=object)
+    except FileNotFoundError:
+        return None, None
+    if len(ratings) != split.num_examples or len(ids) != split.num_examples:
+        raise DataError(split.path, "ratings/source_ids sidecars do not match the number of examples")
+    return ratings, names[ids]
+
+
+def to_arrow(res: Results, ratings: np.ndarray | None, sources: np.ndarray | None):
+    """One row per puzzle: example, source, rating, steps_run, halt_step (ACT: first q_halt > 0, else S),
+    n_cells, and per step 1..S the lists solved (bool), cells_correct (uint8), q_halt (float32)."""
+    import pyarrow as pa
+
+    S = res.cells.shape[1]
+
+    def per_step(a, typ):
+        return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1), typ), S)
+
+    ex = res.example
+    return pa.table({
+        "example": pa.array(ex, pa.int64()),
+        "source": (pa.nulls(len(ex), pa.string()) if sources is None
+                   else pa.array(sources[ex], pa.string()).dictionary_encode()),
+        "rating": pa.array(ratings[ex], pa.int32()) if ratings is not None else pa.nulls(len(ex), pa.int32()),
+        "steps_run": pa.array(res.steps_run, pa.uint8()),
+        "halt_step": pa.array(halt_steps(res.q_halt, res.steps_run), pa.uint8()),
+        "n_cells": pa.array(res.n_cells, pa.uint8()),
+        "solved": per_step(solved(res.cells, res.n_cells, res.steps_run), pa.bool_()),
+        "cells_correct": per_step(res.cells, pa.uint8()),
+        "q_halt": per_step(res.q_halt, pa.float32()),
+    })
+
+
+def read_table(path: str | Path) -> dict[str, np.ndarray]:
+    """eval.parquet -> numpy arrays (per-step columns as [N, S])."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path)
+    out = {}
+    for name in t.column_names:
+        col = t.column(name).combine_chunks()
+        if hasattr(col.type, "list_size"):
+            out[name] = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
+        else:
+            out[name] = np.asarray(col.to_pylist() if name == "source" else col.to_numpy(zero_copy_only=False))
+    return out
+
+
+def write_outputs(out_dir: Path, stem: str, res: Results, ratings, sources, info: dict) -> dict:
+    """<stem>.parquet and <stem>.json (both atomic); returns the json record."""
+    import pyarrow.parquet as pq
+
+    with atomic_write(out_dir / f"{stem}.parquet") as f:
+        pq.write_table(to_arrow(res, ratings, sources), f)
+    ex = res.example
+    record = {**info, "num_puzzles": int(res.n),
+              "definitions": {"halting_accuracy": HALTING_ACCURACY_DEFINITION,
+                              "rating_buckets": [name for *_, name in RATING_BINS]},
+              **summarize_all(res.cells, res.n_cells, res.q_halt, res.steps_run,
+                              None if ratings is None else ratings[ex], None if sources is None else sources[ex])}
+    atomic_write_json(out_dir / f"{stem}.json", record)
+    return record
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m cgar.evaluate", description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", type=Path, required=True, help="model.pt written by cgar.train (EMA weights)")
+    ap.add_argument("--data", type=Path, required=True, help="built dataset directory (python -m cgar.data build)")
+    ap.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    ap.add_argument("--out-dir", type=Path, required=True, help="where eval.json and eval.parquet go")
+    ap.add_argument("--batch-size", type=int, default=768, help="global batch (puzzles in flight over all ranks)")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--mode", default="full", choices=("full", "act"),
+                    help="full: 16 steps for every puzzle (paper protocol, ACT derived); act: stop halted puzzles")
+    ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N puzzles (smoke runs)")
+    a = ap.parse_args(argv)
+    from cgar.engine import compute_init
+
+    try:
+        payload = read_checkpoint(a.checkpoint)  # fail before starting ranks and a process group
+        split = load_split(a.data, a.split)
+        ratings, sources = sidecars(split)
+        rt = compute_init(a.device)
+        if a.batch_size % rt.world:
+            raise DataError("--batch-size", f"{a.batch_size} is not divisible by the {rt.world} ranks")
+        model = build_model(payload, a.checkpoint, rt.device)
+        stop = split.num_examples if a.limit is None else min(a.limit, split.num_examples)
+        n_local = local_count(stop, a.batch_size, rt.rank, rt.world)
+        res = Results.empty(n_local, model.config.halt_max_steps)
+        bar = tqdm(total=n_local, disable=not rt.is_main, desc=f"eval {a.mode} (rank 0)", unit="puzzle",
+                   file=sys.stderr, mininterval=1.0)
+        batches = eval_batches(split, a.batch_size, rt.rank, rt.world, stop=stop)
+        t0 = time.perf_counter()
+        if a.mode == "full":
+            evaluate_full(model, batches, res, bar)
+        else:
+            evaluate_act(model, batches, res, a.batch_size // rt.world, bar)
+        bar.close()
+        merged = gather(res)
+        wall = time.perf_counter() - t0
+        if merged is not None:
+            if merged.n != stop or (merged.example != np.arange(stop)).any():
+                raise RuntimeError(f"gathered {merged.n} puzzles, expected examples 0..{stop - 1} once each")
+            cfg = model.config
+            info = {"checkpoint": str(a.checkpoint), "step": payload.get("step"), "weights": payload.get("weights"),
+                    "data_dir": str(a.data), "split": a.split, "mode": a.mode, "max_steps": cfg.halt_max_steps,
+                    "depth": [cfg.H_cycles, cfg.L_cycles], "batch_size": a.batch_size, "world_size": rt.world,
+                    "device": rt.device.type, "wall_s": round(wall, 3), "puzzles_per_s": round(stop / wall, 3),
+                    "row_steps": int(merged.steps_run.astype(np.int64).sum())}
+            rec = write_outputs(a.out_dir, "eval" if a.mode == "full" else "eval_act", merged, ratings, sources, info)
+            o = rec["overall"]
+            print(f"{stop} puzzles in {wall:.1f}s ({stop / wall:.1f}/s): exact {o['exact_accuracy']}, "
+                  f"ACT exact {o['act']['exact_accuracy']:.4f} at mean step {o['act']['mean_halt_step']:.2f}, "
+                  f"halting accuracy {o['act']['halting_accuracy']:.4f}", flush=True)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+# Tables and figures from the per-run results. With cached_results=true these rules are all that runs.
+
+
+rule collect:
+    input:
+        run_config=run_files("run_config.json"),
+        metrics=run_files("metrics.jsonl"),
+        flops=run_files("flops.json"),
+        eval=run_files("eval.json"),
+    output:
+        "results/summary/runs.csv",
+    log:
+        "logs/report/collect.log",
+    localrule: True
+    conda:
+        "../envs/cgar.yaml"
+    params:
+        runs=expand(RUN, exp=EXPERIMENTS, seed=SEEDS),
+    shell:
+        "python -m cgar.report collect --runs {params.runs} --out {output} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        summary="results/summary/runs.csv",
+        eval=run_files("eval.json"),
+    output:
+        report(
+            table_files(),
+            category="Tables",
+            caption="../report/tables.rst",
+        ),
+    log:
+        "logs/report/tables.log",
+    localrule: True
+    conda:
+        "../envs/cgar.yaml"
+    params:
+        runs=expand(RUN, exp=EXPERIMENTS, seed=SEEDS),
+        baseline=config["report"]["baseline"],
+    shell:
+        "python -m cgar.report tables --summary {input.summary} --runs {params.runs} "
+        "--baseline {params.baseline} --out-dir results/tables > {log} 2>&1"
+
+
+rule figures_render:
+    input:
+        summary="results/summary/runs.csv",
+        metrics=run_files("metrics.jsonl"),
+        eval=run_files("eval.json"),
+    output:
+        report(
+            figure_files(),
+            category="Figures",
+            caption="../report/figures.rst",
+        ),
+    log:
+        "logs/report/figures.log",
+    localrule: True
+    conda:
+        "../envs/cgar.yaml"
+    params:
+        runs=expand(RUN, exp=EXPERIMENTS, seed=SEEDS),
+    shell:
+        "python -m cgar.report figures --runs {params.runs} --out-dir results/figures > {log} 2>&1"
+
+
+rule figures:
+    # `snakemake figures --config cached_results=true`: tables and figures only, from results/runs/ as it is.
+    input:
+        table_files(),
+        figure_files(),
+    localrule: True

@@ -1,0 +1,48 @@
+# Training: one job per experiment x seed, each a DeepSpeed run under torchrun (or one CPU process).
+# The DeepSpeed checkpoint directory ckpt/ is deliberately NOT an output: a failed, retried or requeued
+# job finds it and resumes from the last checkpoint instead of starting over.
+
+if not CACHED:
+
+    rule run_config:
+        output:
+            f"{RUN}/run.yaml",
+        log:
+            f"logs/{RUN}/run_config.log",
+        localrule: True
+        conda:
+            "../envs/cgar.yaml"
+        params:
+            run=run_params,
+        run:
+            from cgar.io_utils import atomic_write_text
+
+            atomic_write_text(
+                output[0], yaml.safe_dump(params.run, sort_keys=False)
+            )
+
+    rule train:
+        input:
+            data=DATASET,
+            config=f"{RUN}/run.yaml",
+        output:
+            model=f"{RUN}/model.pt",
+            metrics=f"{RUN}/metrics.jsonl",
+            run_config=f"{RUN}/run_config.json",
+        log:
+            f"logs/{RUN}/train.log",
+        benchmark:
+            f"benchmarks/{RUN}/train.tsv"
+        conda:
+            "../envs/cgar.yaml"
+        threads: max(1, gpus_per_run())
+        resources:
+            gpu=gpus_per_run(),
+            mem_mb=config["resources"]["train_mem_mb"],
+            runtime=train_runtime,
+        params:
+            out=output_dir,
+            launcher=launcher(gpus_per_run()),
+            code_version=CGAR_CODE_VERSION,
+        shell:
+            "{params.launcher} -m cgar.train --config {input.config} --out {params.out} > {log} 2>&1"

@@ -1,5 +1,6 @@
 # Helpers shared by all rules: config validation, the experiment grid, paths and resource functions.
 
+import json
 import os
 import shutil
 
@@ -13,7 +14,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 EXPERIMENTS = list(config["experiments"])
 SEEDS = [int(s) for s in config["seeds"]]
-CACHED = bool(config.get("cached_results", False))
+CACHED = str(config.get("cached_results", False)).lower() == "true"
 DATASET = "results/data/dataset"
 RUN = "results/runs/{exp}/seed{seed}"
 CGAR_CODE_VERSION = config["code_version"]
@@ -40,7 +41,8 @@ def run_dict(exp: str, seed: int) -> dict:
     """The cgar.config.RunConfig of one run: run_defaults, then the experiment's overrides, then the seed."""
     run = deep_merge(config["run_defaults"], config["experiments"][exp] or {})
     run = deep_merge(run, {"train": {"seed": int(seed)}, "data_dir": DATASET})
-    return run
+    # Canonical key order: params are compared by repr, and reordering a YAML file must not retrain.
+    return json.loads(json.dumps(run, sort_keys=True))
 
 
 # Validate every run config now, so a bad experiment stops the DAG before any job starts.
@@ -100,7 +102,9 @@ def chunk_size(wildcards) -> int:
 
 
 def mix_arg() -> str:
-    return ",".join(f"{k}={v}" for k, v in config["data"]["generate"]["mix"].items())
+    return ",".join(
+        f"{k}={v}" for k, v in sorted(config["data"]["generate"]["mix"].items())
+    )
 
 
 def split_csvs() -> dict:
@@ -135,6 +139,22 @@ def table_files() -> list[str]:
 
 def figure_files() -> list[str]:
     return expand("results/figures/{figure}.{ext}", figure=FIGURES, ext=("png", "svg"))
+
+
+def labelled(files: list[str], shown_ext: str, category: str) -> list:
+    """Outputs with the `shown_ext` file of each item in the HTML report, under its own caption and label."""
+    out = []
+    for f in files:
+        name, ext = os.path.splitext(os.path.basename(f))
+        if ext == f".{shown_ext}":
+            f = report(
+                f,
+                caption=f"../report/{name}.rst",
+                category=category,
+                labels={"name": name.replace("_", " ")},
+            )
+        out.append(f)
+    return out
 
 
 def all_outputs() -> list[str]:

@@ -25,11 +25,7 @@ rule tables:
         summary="results/summary/runs.csv",
         eval=run_files("eval.json"),
     output:
-        report(
-            table_files(),
-            category="Tables",
-            caption="../report/tables.rst",
-        ),
+        labelled(table_files(), "csv", "Tables"),
     log:
         "logs/report/tables.log",
     localrule: True
@@ -49,11 +45,7 @@ rule figures_render:
         metrics=run_files("metrics.jsonl"),
         eval=run_files("eval.json"),
     output:
-        report(
-            figure_files(),
-            category="Figures",
-            caption="../report/figures.rst",
-        ),
+        labelled(figure_files(), "png", "Figures"),
     log:
         "logs/report/figures.log",
     localrule: True

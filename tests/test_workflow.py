@@ -1,0 +1,131 @@
+"""The Snakemake DAG: lint and format, dry-runs of the paper config, the .test pipeline end to end with its
+HTML report, re-rendering figures from cached results, and reruns limited to a changed experiment."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # rules call `python -m cgar...`
+DATA_TRAIN_EVAL = {"generate_chunk", "split", "import_csv", "build_dataset", "check_dataset", "run_config",
+                   "train", "flops", "evaluate"}
+
+
+def smk(*args, cwd=ROOT, timeout=900) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "snakemake"), *map(str, args)], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Job counts from a dry-run's 'Job stats' table."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = result.stdout + result.stderr
+    table = text.split("Job stats:")[-1] if "Job stats:" in text else ""
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+def test_lint_and_format():
+    lint = smk("--lint", "--directory", ".test")
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    fmt = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", "workflow/"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stderr
+
+
+def test_paper_config_dry_run():
+    jobs = planned_jobs(smk("-n", "--cores", "4", "--forceall"))
+    assert jobs["generate_chunk"] == -(-(423168 + 20000) // 2000)  # 222 chunks fan out
+    assert jobs["train"] == jobs["evaluate"] == jobs["flops"] == 4 * 3  # 4 variants x 3 seeds
+    assert jobs["split"] == jobs["build_dataset"] == jobs["check_dataset"] == 1
+
+
+def test_paper_config_stops_at_once_without_a_gpu(tmp_path):
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has a GPU")
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config/config.yaml", tmp_path / "config/config.yaml")
+    r = smk("--cores", "1", "--directory", tmp_path, timeout=120)
+    assert r.returncode != 0 and "requires a GPU" in r.stderr and "config/quick.yaml" in r.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_bad_config_names_the_key(tmp_path):
+    cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
+    cfg["data"]["build"]["num_augs"] = 3
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    r = smk("-n", "--directory", ".test", "--configfile", tmp_path / "bad.yaml")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "num_augs" in out and "Additional properties are not allowed" in out
+    cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
+    cfg["experiments"]["pdc"] = {"pdc": {"enabled": "yes"}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    r = smk("-n", "--directory", ".test", "--configfile", tmp_path / "bad.yaml")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "experiments.pdc" in out and "pdc.enabled: expected true/false" in out
+
+
+@pytest.fixture(scope="module")
+def test_pipeline(tmp_path_factory):
+    """Run the whole .test pipeline once, in a copy of .test/ (CI and developers keep a clean tree)."""
+    work = tmp_path_factory.mktemp("pipeline")
+    shutil.copytree(ROOT / ".test/config", work / "config")
+    r = smk("--cores", "2", "--directory", work, timeout=1500)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    return work
+
+
+def test_pipeline_end_to_end(test_pipeline):
+    from cgar.report import figure_files, table_files
+
+    for f in table_files() + figure_files():
+        assert (test_pipeline / f).stat().st_size > 0, f
+    for exp in ("baseline", "pdc", "hsw", "cgar"):
+        run = test_pipeline / f"results/runs/{exp}/seed0"
+        for name in ("model.pt", "metrics.jsonl", "run_config.json", "flops.json", "eval.json", "eval.parquet"):
+            assert (run / name).is_file(), run / name
+        assert (test_pipeline / f"logs/results/runs/{exp}/seed0/train.log").is_file()
+    assert "leaks" in (test_pipeline / "results/data/leak_check.json").read_text()
+    again = smk("-n", "--cores", "2", "--directory", test_pipeline)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_html_report(test_pipeline):
+    r = smk("--report", "report.html", "--directory", test_pipeline, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    html = (test_pipeline / "report.html").read_text(errors="replace")
+    assert len(html) > 10_000 and "main_results" in html and "speed_accuracy" in html
+
+
+def test_figures_from_cached_results(test_pipeline, tmp_path):
+    """Runs copied back from a cluster (fresh mtimes, no data, no checkpoints): only report jobs run."""
+    shutil.copytree(test_pipeline / "config", tmp_path / "config")
+    for src in (test_pipeline / "results/runs").rglob("*"):
+        if src.is_file() and "ckpt" not in src.parts:
+            dst = tmp_path / src.relative_to(test_pipeline)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+    jobs = planned_jobs(smk("figures", "-n", "--cores", "2", "--config", "cached_results=true",
+                            "--directory", tmp_path))
+    assert set(jobs) == {"collect", "tables", "figures_render", "figures"}
+    assert not DATA_TRAIN_EVAL & set(jobs)
+    r = smk("figures", "--cores", "2", "--config", "cached_results=true", "--directory", tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "results/figures/speed_accuracy.png").stat().st_size > 0
+
+
+def test_changing_one_experiment_reruns_only_it(test_pipeline, tmp_path):
+    cfg = yaml.safe_load((test_pipeline / "config/config.yaml").read_text())
+    cfg["experiments"]["hsw"] = {"hsw": {"enabled": True, "mode": "released"}}
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    r = smk("-n", "--cores", "2", "--directory", test_pipeline, "--configfile", tmp_path / "changed.yaml")
+    jobs = planned_jobs(r)
+    assert jobs.get("run_config") == 1 and jobs.get("train") == 1 and jobs.get("evaluate") == 1
+    assert "results/runs/hsw/seed0/run.yaml" in r.stdout and "results/runs/cgar/seed0/run.yaml" not in r.stdout
+    assert not {"generate_chunk", "split", "build_dataset"} & set(jobs)

@@ -176,6 +176,7 @@ def main_results(summary: pd.DataFrame, baseline: str) -> Table:
     scale, unit = flops_unit(summary)
     cols = [
         column("exact_accuracy", "Exact acc. (%)", 100),
+        column("token_accuracy", "Token acc. (%)", 100),  # shows learning where exact accuracy is still 0
         column("train_hours", "Train time (h)", 1, 3),
         vs_baseline(summary, baseline, "speedup", "train_hours", speedup, "Speedup (×)"),
         column("train_flops", f"Train FLOPs ({unit})", scale),

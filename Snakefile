@@ -2,7 +2,7 @@
 #
 #   snakemake --cores all --use-conda                      # paper-scale run on a GPU workstation
 #   snakemake --cores all --configfile config/quick.yaml   # whole pipeline on a laptop CPU, <= 20 min
-#   snakemake --profile profiles/slurm                     # on a SLURM cluster
+#   snakemake --workflow-profile profiles/slurm --use-conda # on a SLURM cluster
 #   snakemake figures --config cached_results=true         # re-render tables/figures from cached runs
 #
 # Rules live in workflow/rules/, the logic in the `cgar` package (python -m cgar.<step>).

@@ -62,6 +62,16 @@ def depth_for(cfg: RunConfig, step: int, total: int) -> tuple[int, int, int]:
     return stage, T, n
 
 
+def _parse_metrics_line(line: str) -> dict | None:
+    """A line of the live metrics log, or None for a line cut short by a crash (only ever the last one, and
+    always past the last checkpoint, so dropping it loses nothing: the resumed run logs that step again)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        print0(f"dropping a truncated line of the live metrics log: {line[:60]!r}")
+        return None
+
+
 def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
@@ -171,7 +181,8 @@ class Trainer:
         if self.rt.is_main:
             keep = []
             if resumed and metrics_path.exists():  # drop lines past the checkpoint: they will be redone
-                keep = [ln for ln in metrics_path.read_text().splitlines() if json.loads(ln)["step"] <= self.step]
+                keep = [ln for ln in metrics_path.read_text().splitlines()
+                        if (rec := _parse_metrics_line(ln)) is not None and rec["step"] <= self.step]
             with atomic_write(metrics_path, "w") as f:
                 f.writelines(ln + "\n" for ln in keep)
             print0(f"{'resumed at' if resumed else 'starting'} step {self.step}/{self.total} "

@@ -46,6 +46,12 @@ def test_paper_config_dry_run():
     assert jobs["split"] == jobs["build_dataset"] == jobs["check_dataset"] == 1
 
 
+def test_paper_config_dry_run_with_the_slurm_profile():
+    r = smk("-n", "--workflow-profile", "profiles/slurm", "--forceall")
+    jobs = planned_jobs(r)
+    assert jobs["train"] == 12 and jobs["generate_chunk"] == 222
+
+
 def test_paper_config_stops_at_once_without_a_gpu(tmp_path):
     if shutil.which("nvidia-smi"):
         pytest.skip("this machine has a GPU")

@@ -1,0 +1,292 @@
+"""Fault tolerance of a training run, locally (no SLURM): SIGKILL at many points, NaN loss, corrupt inputs.
+
+A run killed at any point and restarted with the same --out must end bit-identical (CPU, one thread) to an
+uninterrupted run, and no half-written file may ever be taken as complete. Faults are injected without touching
+cgar/: the training CLI runs under a small wrapper (`INJECT` below, `python -c`) that patches a library function
+to SIGKILL the process at an exact point - e.g. halfway through writing a checkpoint file - and then runs
+`cgar.train` with runpy, exactly as `python -m cgar.train` would.
+
+Kill points (one chained run; every restart continues the previous one):
+  1. between steps, before any checkpoint exists (CGAR_FAULT_KILL_AT_STEP=3)
+  2. while writing the per-rank state file of the FIRST checkpoint (.tmp-step0000010/rank0.pt half written)
+  3. after a checkpoint directory was renamed into place but before `latest` was replaced (latest half written)
+  4. while DeepSpeed writes the model/optimizer states of a checkpoint (mp_rank_00_model_states.pt half written)
+  5. between steps (CGAR_FAULT_KILL_AT_STEP=47)
+  6. at start-up of a restart, while writing run_config.json (half written)
+  7. while exporting the final model.pt (half written, after metrics.jsonl was published)
+Separately: a truncated last line in the live metrics log (what a node crash mid-append can leave; a SIGKILL cannot
+split the single small write) is dropped on resume.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cgar.data.build import BuildConfig, build_dataset, verify_manifest
+from cgar.io_utils import DataError
+
+pytestmark = pytest.mark.slow
+
+TINY_MODEL = {"hidden_size": 32, "num_heads": 2, "halt_max_steps": 4, "H_cycles": 2, "L_cycles": 2}
+TIMINGS: dict[str, float] = {}
+
+# Runs in the child process: python -c INJECT --config ... --out ...; env CGAR_TEST_FAULT="<kind>:<arg>".
+INJECT = r'''
+import io, json, os, runpy, signal, sys
+import torch
+
+kind, _, arg = os.environ.get("CGAR_TEST_FAULT", "").partition(":")
+
+def die():
+    sys.stdout.flush(); sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def half_write(path, data):
+    with open(path, "wb") as f:          # what a process killed in the middle of a large write leaves behind
+        f.write(data[: len(data) // 2]); f.flush(); os.fsync(f.fileno())
+    die()
+
+if kind in ("ckpt_rank_file", "ckpt_ds_file", "export"):
+    real_save = torch.save
+    def save(obj, f, *a, **k):
+        name = os.fspath(f) if isinstance(f, (str, os.PathLike)) else str(getattr(f, "name", ""))
+        hit = {"ckpt_rank_file": f"/.tmp-{arg}/rank0.pt" in name,
+               "ckpt_ds_file": f"/.tmp-{arg}/" in name and "model_states" in name,
+               "export": "/.model.pt." in name}[kind]
+        if hit:
+            buf = io.BytesIO(); real_save(obj, buf, *a, **k)
+            half_write(name, buf.getvalue())
+        return real_save(obj, f, *a, **k)
+    torch.save = save
+elif kind == "latest":
+    import cgar.engine
+    real_awt = cgar.engine.atomic_write_text
+    def awt(path, text):
+        if os.path.basename(str(path)) == "latest" and text.strip() == arg:
+            half_write(os.path.join(os.path.dirname(str(path)), ".latest.killed.tmp"), text.encode())
+        return real_awt(path, text)
+    cgar.engine.atomic_write_text = awt
+elif kind == "run_config":
+    import cgar.io_utils  # patched at the source: runpy re-executes cgar.train, which imports it from there
+    real_awj = cgar.io_utils.atomic_write_json
+    def awj(path, obj):
+        if os.path.basename(str(path)) == "run_config.json":
+            half_write(os.path.join(os.path.dirname(str(path)), ".run_config.json.killed.tmp"),
+                       json.dumps(obj).encode())
+        return real_awj(path, obj)
+    cgar.io_utils.atomic_write_json = awj
+elif kind == "metrics_line":
+    real_dumps = json.dumps
+    def dumps(obj, *a, **k):
+        s = real_dumps(obj, *a, **k)
+        if isinstance(obj, dict) and obj.get("step") == int(arg) and "wall_s" in obj:
+            with open(os.path.join(os.environ["CGAR_TEST_OUT"], "ckpt", "metrics.jsonl"), "a") as f:
+                f.write(s[: len(s) // 2]); f.flush()
+            die()
+        return s
+    json.dumps = dumps
+elif kind == "nan_loss":
+    import cgar.losses
+    real_loss, calls = cgar.losses.act_loss, [0]
+    def act_loss(*a, **k):
+        loss, sums = real_loss(*a, **k)
+        calls[0] += 1
+        return (loss * float("nan") if calls[0] == int(arg) else loss), sums
+    cgar.losses.act_loss = act_loss
+
+sys.argv = ["cgar.train"] + sys.argv[1:]
+runpy.run_module("cgar.train", run_name="__main__", alter_sys=True)
+'''
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from cgar.data.puzzle_csv import write_puzzle_csv
+    from cgar.sudoku.grid import format_grid
+    from tests.conftest import random_pairs
+
+    root = tmp_path_factory.mktemp("ft_data")
+    for name, n, seed in (("train.csv", 40, 1), ("test.csv", 8, 2)):
+        p, s = random_pairs(n, seed)
+        write_puzzle_csv(root / name, [("x", format_grid(a), format_grid(b), 0) for a, b in zip(p, s)])
+    build_dataset(root / "train.csv", root / "test.csv", root / "ds", BuildConfig(subsample_size=None, num_aug=7))
+    return root / "ds"
+
+
+def run_config(data_dir, epochs=24) -> dict:
+    """CGAR variant (PDC + HSW), 10 steps per 4 epochs: 60 steps, a checkpoint every 10, a log line every 5."""
+    return {"data_dir": str(data_dir), "model": dict(TINY_MODEL),
+            "pdc": {"enabled": True, "stages": [[0.0, 1, 1], [0.5, 2, 2]]}, "hsw": {"enabled": True},
+            "train": {"global_batch_size": 16, "epochs": epochs, "epochs_per_iter": 4, "lr": 3e-3,
+                      "lr_warmup_steps": 5, "checkpoint_every": 10, "log_every": 5, "device": "cpu", "seed": 0}}
+
+
+def train(cfg: dict, out: Path, fault: str = "", kill_at: int = 0) -> subprocess.CompletedProcess:
+    cfg_path = out.parent / f"{out.name}.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "CGAR_FAULT_KILL_AT_STEP")}
+    env.update(OMP_NUM_THREADS="1", CGAR_TEST_FAULT=fault, CGAR_TEST_OUT=str(out))
+    if kill_at:
+        env["CGAR_FAULT_KILL_AT_STEP"] = str(kill_at)
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", INJECT, "--config", str(cfg_path), "--out", str(out)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    TIMINGS[f"{out.name} {fault or kill_at or 'clean'}"] = time.monotonic() - t0
+    return res
+
+
+def final_state(out: Path):
+    payload = torch.load(out / "model.pt", weights_only=False)
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for r in recs:
+        r.pop("wall_s")
+    return payload["state_dict"], recs
+
+
+def assert_consistent(out: Path) -> str | None:
+    """What a killed run may leave: `latest` (if any) names a complete, loadable checkpoint; model.pt is absent."""
+    ckpt = out / "ckpt"
+    assert not (out / "model.pt").exists(), "a killed run must not leave model.pt"
+    latest = ckpt / "latest"
+    if not latest.exists():
+        return None
+    tag = latest.read_text().strip()
+    assert tag.startswith("step") and (ckpt / tag).is_dir(), f"latest names {tag!r}"
+    for name in ("rank0.pt", "mp_rank_00_model_states.pt"):
+        torch.load(ckpt / tag / name, map_location="cpu", weights_only=False)  # complete, not truncated
+    return tag
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft_ref") / "ref"
+    res = train(run_config(data_dir), out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return final_state(out)
+
+
+# (fault, kill_at, tag that `latest` names after the kill, step the next run resumes at / starts from)
+CHAIN = [
+    ("", 3, None, 0),                                   # 1. between steps, no checkpoint yet
+    ("ckpt_rank_file:step0000010", 0, None, 0),         # 2. mid-write of the first checkpoint: nothing complete
+    ("latest:step0000020", 0, "step0000010", 10),       # 3. step20/ complete but `latest` not yet replaced
+    ("ckpt_ds_file:step0000030", 0, "step0000020", 20),  # 4. mid-write of DeepSpeed's model/optimizer file
+    ("", 47, "step0000040", 40),                        # 5. between steps
+    ("run_config", 0, "step0000040", 40),               # 6. at start-up, mid-write of run_config.json
+    ("export", 0, "step0000050", 50),                   # 7. mid-write of the final model.pt
+]
+
+
+def test_sigkill_anywhere_then_resume_is_bitwise_identical(data_dir, reference, tmp_path):
+    cfg = run_config(data_dir)
+    out = tmp_path / "run"
+    log, start = [], 0
+    for i, (fault, kill_at, want_tag, resume_step) in enumerate(CHAIN, 1):
+        res = train(cfg, out, fault=fault, kill_at=kill_at)
+        assert res.returncode == -9, f"kill point {i} ({fault or kill_at}) did not fire:\n{res.stderr[-3000:]}"
+        begun = "starting step 0/60" if start == 0 else f"resumed at step {start}/60"
+        if fault != "run_config":  # that one dies before it gets there
+            assert begun in res.stdout, f"run {i}: expected {begun!r}:\n{res.stdout}"
+        assert assert_consistent(out) == want_tag, f"kill point {i}"
+        if fault.startswith(("ckpt_rank_file", "ckpt_ds_file")):
+            # the half-written checkpoint is there, under a name nobody loads
+            assert (out / "ckpt" / f".tmp-{fault.split(':')[1]}").is_dir()
+        if fault.startswith("latest"):
+            assert (out / "ckpt/step0000020").is_dir() and (out / "ckpt/latest").read_text().strip() == "step0000010"
+        if fault == "run_config":  # the previous, complete file is still in place
+            assert json.loads((out / "run_config.json").read_text())["train"]["seed"] == 0
+        if fault == "export":
+            assert (out / "metrics.jsonl").is_file() and not (out / "model.pt").exists()
+            assert list(out.glob(".model.pt.*"))  # the half-written temp file, never renamed onto model.pt
+        log.append(f"{i}. {fault or f'kill_at={kill_at}'}: latest={want_tag}, next run resumes at {resume_step}")
+        start = resume_step
+    res = train(cfg, out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed at step 50" in res.stdout
+    assert not list((out / "ckpt").glob(".tmp-*")), "stale half-written checkpoints are cleaned up"
+    want, want_recs = reference
+    got, got_recs = final_state(out)
+    assert [r["step"] for r in got_recs] == list(range(5, 61, 5))
+    assert got_recs == want_recs
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+    print("\nkill chain:\n  " + "\n  ".join(log))
+    print("timings (s):", {k: round(v, 1) for k, v in TIMINGS.items()})
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(data_dir, tmp_path):
+    cfg = run_config(data_dir, epochs=8)  # 20 steps
+    out = tmp_path / "run"
+    res = train(cfg, out, fault="nan_loss:14")
+    assert res.returncode == 1
+    assert "FloatingPointError" in res.stderr and "non-finite loss (nan) at optimizer step 14" in res.stderr
+    assert "last good checkpoint is step0000010" in res.stderr and str(out / "ckpt") in res.stderr
+    assert assert_consistent(out) == "step0000010" and not (out / "metrics.jsonl").exists()
+    res = train(cfg, out)  # the kept checkpoint is usable: restart (no NaN now) resumes from it and finishes
+    assert res.returncode == 0 and "resumed at step 10/20" in res.stdout, res.stderr[-3000:]
+
+
+def test_corrupt_checkpoint_gives_a_clear_error(data_dir, tmp_path):
+    cfg = run_config(data_dir, epochs=8)
+    out = tmp_path / "run"
+    assert train(cfg, out, kill_at=15).returncode == -9
+    good = tmp_path / "good_ckpt"
+    shutil.copytree(out / "ckpt", good)
+
+    def corrupt(how):
+        shutil.rmtree(out / "ckpt")
+        shutil.copytree(good, out / "ckpt")
+        how(out / "ckpt")
+        return train(cfg, out)
+
+    def truncate(p: Path):
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 3])
+
+    res = corrupt(lambda c: truncate(c / "step0000010/mp_rank_00_model_states.pt"))
+    assert res.returncode == 2 and "corrupt checkpoint" in res.stderr and "step0000010" in res.stderr, res.stderr
+    res = corrupt(lambda c: truncate(c / "step0000010/rank0.pt"))
+    assert res.returncode == 2 and "corrupt checkpoint" in res.stderr, res.stderr[-2000:]
+    res = corrupt(lambda c: (c / "latest").write_text("step0000099\n"))
+    assert res.returncode == 2 and "names checkpoint 'step0000099', which does not exist" in res.stderr, res.stderr
+    assert not (out / "model.pt").exists()
+
+
+def test_dataset_checksum_mismatch_is_detected(data_dir, tmp_path):
+    ds = tmp_path / "ds"
+    shutil.copytree(data_dir, ds)
+    manifest = verify_manifest(ds)  # intact: passes
+    rel = next(r for r in manifest["files"] if r.endswith("all__inputs.npy"))
+    p = ds / rel
+    data = bytearray(p.read_bytes())
+    data[-1] ^= 0x01  # one flipped bit in the payload: still a loadable .npy, only the checksum can tell
+    p.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"does not match manifest\.json") as e:
+        verify_manifest(ds)
+    assert rel in str(e.value)
+    p.write_bytes(bytes(data[:100]))  # truncated: the loader refuses it too
+    from cgar.data.loader import load_split
+
+    with pytest.raises(DataError, match="unreadable or truncated"):
+        load_split(ds, rel.split("/")[0])
+
+
+def test_truncated_metrics_line_is_tolerated_on_resume(data_dir, tmp_path):
+    """A crash mid-append (node failure, ENOSPC) leaves half a JSON line at the end of ckpt/metrics.jsonl."""
+    cfg = run_config(data_dir, epochs=8)  # 20 steps
+    out = tmp_path / "run"
+    res = train(cfg, out, fault="metrics_line:15")  # half of the step-15 line, then SIGKILL
+    assert res.returncode == -9 and assert_consistent(out) == "step0000010"
+    assert not (out / "ckpt/metrics.jsonl").read_text().endswith("\n")
+    res = train(cfg, out)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "resumed at step 10/20" in res.stdout
+    assert [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()] == [5, 10, 15, 20]

@@ -1,0 +1,252 @@
+"""The pipeline on a real (throw-away, single-node, fake-GPU) SLURM cluster: tests/slurm_cluster.py.
+
+(a) the cluster schedules a `--gpus=1` batch job; (b) a small workflow runs through `--executor slurm` with
+profiles/slurm plus the test overrides; (c) a training job killed under SLURM (scancel -> Snakemake retry, or
+`scontrol requeue` -> SLURM restarts the same job) resumes from its last checkpoint and ends bit-identical to an
+uninterrupted run; (d) the project's `.test` pipeline end to end through the slurm executor.
+
+Skipped when SLURM is not installed, unless CGAR_REQUIRE_SLURM=1 (CI), see `.ci/slurm_setup.sh`.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "tests/data/slurm_smoke/Snakefile"
+VENV_BIN = Path(sys.executable).parent
+TINY_MODEL = {"hidden_size": 32, "num_heads": 2, "halt_max_steps": 4, "H_cycles": 2, "L_cycles": 2}
+
+# What the test cluster needs on top of profiles/slurm (see the profile's header): no accounting DB -> squeue
+# status; one "debug" partition; 2 CPUs -> 1 CPU per GPU; short status interval so small DAGs finish quickly.
+SLURM_OVERRIDES = [
+    "--slurm-status-command", "squeue",
+    "--slurm-init-seconds-before-status-checks", "2",
+    "--latency-wait", "5",
+    "--jobs", "2",
+    "--default-resources", "slurm_partition=debug", "mem_mb=500", "runtime=10",
+    "--set-resources", "train:cpus_per_gpu=1", "evaluate:cpus_per_gpu=1",
+]
+SNAKEMAKE_TIMEOUT = 420
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from cgar.data.build import BuildConfig, build_dataset
+    from cgar.data.puzzle_csv import write_puzzle_csv
+    from cgar.sudoku.grid import format_grid
+    from tests.conftest import random_pairs
+
+    root = tmp_path_factory.mktemp("slurm_data")
+    for name, n, seed in (("train.csv", 40, 1), ("test.csv", 8, 2)):
+        p, s = random_pairs(n, seed)
+        write_puzzle_csv(root / name, [("x", format_grid(a), format_grid(b), 0) for a, b in zip(p, s)])
+    build_dataset(root / "train.csv", root / "test.csv", root / "ds", BuildConfig(subsample_size=None, num_aug=7))
+    return root / "ds"
+
+
+def tiny_run_config(data_dir, epochs: int) -> dict:
+    """10 optimizer steps per 4 epochs; CGAR variant (PDC + HSW) so resume must restore the schedule state."""
+    return {"data_dir": str(data_dir), "model": dict(TINY_MODEL),
+            "pdc": {"enabled": True, "stages": [[0.0, 1, 1], [0.5, 2, 2]]}, "hsw": {"enabled": True},
+            "train": {"global_batch_size": 16, "epochs": epochs, "epochs_per_iter": 4, "lr": 3e-3,
+                      "lr_warmup_steps": 5, "checkpoint_every": 10, "log_every": 5, "device": "cpu", "seed": 0}}
+
+
+def job_env(cluster, tmp_path) -> dict:
+    env = dict(cluster.env)
+    env["PATH"] = f"{cluster.root / 'bin'}:{VENV_BIN}:{env['PATH']}"  # wrappers, then this venv's python/snakemake
+    env["OMP_NUM_THREADS"] = "1"
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SNAKEMAKE_PROFILE"):
+        env.pop(k, None)
+    return env
+
+
+def snakemake_cmd(workdir, snakefile=SMOKE, *extra) -> list[str]:
+    return [str(VENV_BIN / "snakemake"), "-s", str(snakefile), "--directory", str(workdir),
+            "--profile", str(REPO / "profiles/slurm"), "--workflow-profile", "none", *SLURM_OVERRIDES, *extra]
+
+
+def run_logged(cmd, env, log: Path, timeout=SNAKEMAKE_TIMEOUT) -> tuple[int, str]:
+    """Run with output to a file (no pipe to fill); kill the whole process group on timeout."""
+    with open(log, "w") as f:
+        p = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, 9)
+            p.wait()
+            rc = "timeout"
+    return rc, log.read_text()
+
+
+def final_state(out: Path):
+    payload = torch.load(out / "model.pt", weights_only=False)
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for r in recs:
+        r.pop("wall_s")
+    return payload["state_dict"], recs
+
+
+# ---------------------------------------------------------------------------------------------- harness
+
+
+def test_missing_binaries_skip_or_fail_under_ci(monkeypatch):
+    import tests.slurm_cluster as sc
+
+    monkeypatch.setattr(sc, "_which", lambda name: None if name == "slurmd" else "/usr/bin/" + name)
+    monkeypatch.delenv("CGAR_REQUIRE_SLURM", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="missing slurmd"):
+        sc.require_slurm()
+    monkeypatch.setenv("CGAR_REQUIRE_SLURM", "1")
+    with pytest.raises(pytest.fail.Exception, match="CGAR_REQUIRE_SLURM=1"):
+        sc.require_slurm()
+
+
+# ---------------------------------------------------------------------------------------------- (a)
+
+
+def test_cluster_runs_a_gpu_batch_job(slurm_cluster, tmp_path):  # noqa: F811
+    print(f"cluster up in {slurm_cluster.start_seconds:.2f} s")
+    assert slurm_cluster.node_state() == "idle"
+    out = tmp_path / "job.out"
+    t0 = time.monotonic()
+    jid = slurm_cluster.run("sbatch", "--parsable", "--gpus=1", "-t", "1", "-o", str(out), "--wrap",
+                            "echo GPUS=$SLURM_GPUS CVD=$CUDA_VISIBLE_DEVICES; srun hostname").stdout.strip()
+    assert slurm_cluster.wait_job(jid, timeout=60) == "COMPLETED", out.read_text() if out.exists() else ""
+    print(f"sbatch --gpus=1 job COMPLETED in {time.monotonic() - t0:.1f} s")
+    text = out.read_text()
+    assert "GPUS=1" in text and re.search(r"CVD=\d", text), text
+    assert slurm_cluster.job_field(jid, "TresPerJob") == "gres:gpu:1"
+
+
+# ---------------------------------------------------------------------------------------------- (b)
+
+
+def test_smoke_workflow_through_slurm_executor(slurm_cluster, data_dir, tmp_path):  # noqa: F811
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "run.yaml").write_text(yaml.safe_dump(tiny_run_config(data_dir, epochs=8)))  # 20 steps
+    t0 = time.monotonic()
+    rc, log = run_logged(snakemake_cmd(wd, SMOKE, "--config", f"run_config={wd / 'run.yaml'}"),
+                         job_env(slurm_cluster, tmp_path), tmp_path / "snakemake.log")
+    print(f"smoke workflow (gpu_probe + train on SLURM, summary local): rc={rc} in {time.monotonic() - t0:.1f} s")
+    assert rc == 0, log[-4000:]
+    probe = (wd / "gpu_probe.txt").read_text()
+    job_id = re.search(r"SLURM_JOB_ID=(\d+)", probe).group(1)
+    assert slurm_cluster.job_field(job_id, "TresPerJob") == "gres:gpu:1", probe  # resources: gpu=1 -> --gpus=1
+    print("gpu_probe job environment:", " ".join(probe.split()))
+    assert json.loads((wd / "summary.json").read_text())["steps"] == 20
+    assert (wd / "run/model.pt").is_file()
+
+
+# ---------------------------------------------------------------------------------------------- (c)
+
+
+def _wait_for(cond, timeout, what, proc=None, log=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"snakemake exited ({proc.returncode}) before {what}:\n"
+                                 f"{log.read_text()[-4000:] if log else ''}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.mark.parametrize("fault", ["scancel", "requeue"])
+def test_killed_training_job_resumes_under_slurm(fault, slurm_cluster, data_dir, tmp_path):  # noqa: F811
+    """scancel: the job ends CANCELLED, Snakemake counts a failure and its retry submits attempt 2.
+    requeue: `scontrol requeue` (what preemption / node failure with --requeue does) kills the job and SLURM
+    restarts the same job id; Snakemake just keeps waiting. Either way the training resumes from ckpt/."""
+    cfg = tiny_run_config(data_dir, epochs=48)  # 120 steps, checkpoint every 10
+    ref = tmp_path / "ref"
+    env = job_env(slurm_cluster, tmp_path)
+    (tmp_path / "ref.yaml").write_text(yaml.safe_dump(cfg))
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "cgar.train", "--config", str(tmp_path / "ref.yaml"), "--out", str(ref)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    t_ref = time.monotonic() - t0
+
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "run.yaml").write_text(yaml.safe_dump(cfg))
+    log = tmp_path / "snakemake.log"
+    cmd = snakemake_cmd(wd, SMOKE, "--config", f"run_config={wd / 'run.yaml'}", "targets=[run/model.pt]")
+    t0 = time.monotonic()
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        latest = wd / "run/ckpt/latest"
+        _wait_for(latest.exists, 180, "the first checkpoint", proc, log)
+        jobs = slurm_cluster.active_jobs()
+        assert len(jobs) == 1, jobs
+        killed_after = latest.read_text().strip()
+        if fault == "scancel":
+            slurm_cluster.run("scancel", jobs[0])
+        else:
+            slurm_cluster.run("scontrol", "requeue", jobs[0])
+        t_kill = time.monotonic() - t0
+        rc = proc.wait(timeout=SNAKEMAKE_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    elapsed = time.monotonic() - t0
+    text = log.read_text()
+    train_log = (wd / "logs/train.log").read_text() if (wd / "logs/train.log").exists() else "<no train log>"
+    print(f"{fault}: reference run {t_ref:.1f} s; fault at {t_kill:.1f} s (latest={killed_after}); "
+          f"workflow done in {elapsed:.1f} s rc={rc}")
+    assert rc == 0, text[-4000:] + "\n--- train.log:\n" + train_log[-3000:]
+    attempts_txt = (wd / "run/attempts.txt").read_text()
+    attempts = re.findall(r"SLURM_JOB_ID=(\d+)", attempts_txt)
+    assert len(attempts) == 2, attempts_txt
+    resumed = re.search(r"resumed at step (\d+)", train_log)
+    assert resumed and int(resumed.group(1)) >= 10, train_log
+    if fault == "scancel":
+        assert attempts[0] != attempts[1]  # a new submission by Snakemake's retry
+        assert "Trying to restart job" in text or "attempt 2" in text.lower() or "SLURM status is: 'CANCELLED'" in text
+    else:
+        assert attempts[0] == attempts[1]  # the same SLURM job, restarted by SLURM
+        assert slurm_cluster.job_field(attempts[0], "Restarts") == "1"
+
+    want, want_recs = final_state(ref)
+    got, got_recs = final_state(wd / "run")
+    assert got_recs == want_recs
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+
+
+# ---------------------------------------------------------------------------------------------- (d)
+
+
+def test_dot_test_pipeline_through_slurm_executor(slurm_cluster, tmp_path):  # noqa: F811
+    """The project's CI config (.test/) end to end, every non-local rule as a SLURM job."""
+    if not (REPO / ".test/config/config.yaml").is_file() or not any(
+            (REPO / p).is_file() for p in ("Snakefile", "workflow/Snakefile")):
+        pytest.skip(".test/config/config.yaml or the root Snakefile is missing")
+    wd = tmp_path / "test_copy"
+    shutil.copytree(REPO / ".test", wd, ignore=shutil.ignore_patterns("results", "resources", "logs", "benchmarks",
+                                                                        ".snakemake"))
+    snakefile = REPO / "workflow/Snakefile" if (REPO / "workflow/Snakefile").is_file() else REPO / "Snakefile"
+    t0 = time.monotonic()
+    rc, log = run_logged(snakemake_cmd(wd, snakefile, "--configfile", str(wd / "config/config.yaml")),
+                         job_env(slurm_cluster, tmp_path), tmp_path / "snakemake.log", timeout=540)
+    print(f".test pipeline through SLURM: rc={rc} in {time.monotonic() - t0:.1f} s")
+    assert rc == 0, log[-6000:]
+    assert "SLURM" in log or "sbatch" in log

@@ -41,3 +41,18 @@ def write_pairs_csv(tmp_path):
         return path, puzzles, solutions
 
     return make
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """A tiny built dataset shared by the training, fault-injection and SLURM tests (read-only):
+    40 training puzzles x (1 + 7 augmentations), 8 test puzzles."""
+    from cgar.data.build import BuildConfig, build_dataset
+
+    root = tmp_path_factory.mktemp("tiny_data")
+    for name, n, seed in (("train.csv", 40, 1), ("test.csv", 8, 2)):
+        p, s = random_pairs(n, seed)
+        write_puzzle_csv(root / name, [("x", format_grid(a), format_grid(b), 0) for a, b in zip(p, s)])
+    build_dataset(root / "train.csv", root / "test.csv", root / "ds", BuildConfig(subsample_size=None, num_aug=7))
+    return root / "ds"
+

@@ -30,7 +30,7 @@ import pytest
 import torch
 import yaml
 
-from cgar.data.build import BuildConfig, build_dataset, verify_manifest
+from cgar.data.build import verify_manifest
 from cgar.io_utils import DataError
 
 pytestmark = pytest.mark.slow
@@ -105,20 +105,6 @@ elif kind == "nan_loss":
 sys.argv = ["cgar.train"] + sys.argv[1:]
 runpy.run_module("cgar.train", run_name="__main__", alter_sys=True)
 '''
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from cgar.data.puzzle_csv import write_puzzle_csv
-    from cgar.sudoku.grid import format_grid
-    from tests.conftest import random_pairs
-
-    root = tmp_path_factory.mktemp("ft_data")
-    for name, n, seed in (("train.csv", 40, 1), ("test.csv", 8, 2)):
-        p, s = random_pairs(n, seed)
-        write_puzzle_csv(root / name, [("x", format_grid(a), format_grid(b), 0) for a, b in zip(p, s)])
-    build_dataset(root / "train.csv", root / "test.csv", root / "ds", BuildConfig(subsample_size=None, num_aug=7))
-    return root / "ds"
 
 
 def run_config(data_dir, epochs=24) -> dict:

@@ -43,21 +43,6 @@ SLURM_OVERRIDES = [
 SNAKEMAKE_TIMEOUT = 420
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from cgar.data.build import BuildConfig, build_dataset
-    from cgar.data.puzzle_csv import write_puzzle_csv
-    from cgar.sudoku.grid import format_grid
-    from tests.conftest import random_pairs
-
-    root = tmp_path_factory.mktemp("slurm_data")
-    for name, n, seed in (("train.csv", 40, 1), ("test.csv", 8, 2)):
-        p, s = random_pairs(n, seed)
-        write_puzzle_csv(root / name, [("x", format_grid(a), format_grid(b), 0) for a, b in zip(p, s)])
-    build_dataset(root / "train.csv", root / "test.csv", root / "ds", BuildConfig(subsample_size=None, num_aug=7))
-    return root / "ds"
-
-
 def tiny_run_config(data_dir, epochs: int) -> dict:
     """10 optimizer steps per 4 epochs; CGAR variant (PDC + HSW) so resume must restore the schedule state."""
     return {"data_dir": str(data_dir), "model": dict(TINY_MODEL),

@@ -10,7 +10,6 @@ import torch
 import yaml
 
 from cgar.config import config_from_dict
-from cgar.data.build import BuildConfig, build_dataset
 from cgar.engine import compute_init
 from cgar.train import Trainer, depth_for, total_steps
 
@@ -21,20 +20,6 @@ VARIANTS = {
     "hsw": {"hsw": {"enabled": True}},
     "cgar": {"pdc": {"enabled": True, "stages": [[0.0, 1, 1], [0.5, 2, 2]]}, "hsw": {"enabled": True}},
 }
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from tests.conftest import random_pairs
-    from cgar.data.puzzle_csv import write_puzzle_csv
-    from cgar.sudoku.grid import format_grid
-
-    root = tmp_path_factory.mktemp("train_data")
-    for name, n, seed in (("train.csv", 40, 1), ("test.csv", 8, 2)):
-        p, s = random_pairs(n, seed)
-        write_puzzle_csv(root / name, [("x", format_grid(a), format_grid(b), 0) for a, b in zip(p, s)])
-    build_dataset(root / "train.csv", root / "test.csv", root / "ds", BuildConfig(subsample_size=None, num_aug=7))
-    return root / "ds"
 
 
 def run_config(data_dir, **sections) -> dict:

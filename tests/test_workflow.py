@@ -135,3 +135,27 @@ def test_changing_one_experiment_reruns_only_it(test_pipeline, tmp_path):
     assert jobs.get("run_config") == 1 and jobs.get("train") == 1 and jobs.get("evaluate") == 1
     assert "results/runs/hsw/seed0/run.yaml" in r.stdout and "results/runs/cgar/seed0/run.yaml" not in r.stdout
     assert not {"generate_chunk", "split", "build_dataset"} & set(jobs)
+
+
+def test_import_mode_stops_before_training_on_a_leak(tmp_path):
+    """data.source: import with a test CSV holding a symmetry (transpose) of a train puzzle: the leak check
+    fails and no training job starts."""
+    from cgar.sudoku.generate import SourceMix, generate_chunk
+
+    rows = generate_chunk(5, 0, 40, SourceMix(kaggle_like=0.5, unbiased_like=0.5, lowclue=0, hard=0))
+    transpose = lambda s: "".join(s[c * 9 + r] for r in range(9) for c in range(9))  # noqa: E731
+    leak = (rows[0][0], transpose(rows[0][1]), transpose(rows[0][2]), rows[0][3])
+    (tmp_path / "real").mkdir()
+    for name, part in (("train", rows[:30]), ("test", rows[30:] + [leak])):
+        lines = ["source,question,answer,rating"] + [",".join(map(str, r)) for r in part]
+        (tmp_path / "real" / f"{name}.csv").write_text("\n".join(lines) + "\n")
+    cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
+    cfg["data"]["source"] = "import"
+    cfg["data"]["import"].update(train_csv="real/train.csv", test_csv="real/test.csv")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(cfg))
+    r = smk("--cores", "2", "--directory", tmp_path, "--retries", "0", timeout=600)
+    assert r.returncode != 0
+    assert (tmp_path / "results/data/imported/test.csv").is_file()  # import and build ran
+    assert "LEAK: 1 test puzzle(s)" in (tmp_path / "logs/data/check.log").read_text()
+    assert not list(tmp_path.glob("results/runs/*/seed*/model.pt")) and not list(tmp_path.glob("logs/results/runs/**/train.log"))

@@ -24,6 +24,8 @@ if not CACHED:
     rule train:
         input:
             data=DATASET,
+            # no training on a dataset whose test set leaks into train (the check exits 1 on any leak)
+            leak_check="results/data/leak_check.json",
             config=f"{RUN}/run.yaml",
         output:
             model=f"{RUN}/model.pt",

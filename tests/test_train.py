@@ -129,3 +129,16 @@ def test_config_mismatch_on_resume_is_refused(data_dir, tmp_path):
     cfg["train"]["lr"] = 1e-2
     res = _train_cli(cfg, tmp_path / "r", tmp_path)
     assert res.returncode == 2 and "different run config" in res.stderr
+
+
+def test_zero_stages_1_and_2_match_stage_0(data_dir, tmp_path):
+    torch.set_num_threads(1)
+    rt = compute_init("cpu")
+    finals = []
+    for stage in (0, 1, 2):
+        cfg = config_from_dict(run_config(data_dir, train={"epochs": 8, "zero_stage": stage}, **VARIANTS["cgar"]))
+        Trainer(cfg, tmp_path / f"z{stage}", rt).run()
+        finals.append(torch.load(tmp_path / f"z{stage}/model.pt", weights_only=False)["state_dict"])
+    for other in finals[1:]:
+        for k, v in finals[0].items():
+            torch.testing.assert_close(other[k], v, rtol=1e-5, atol=1e-6, msg=k)

@@ -117,6 +117,7 @@ def depth_schedule(runs: list[Run]) -> plt.Figure:
     for ax, label in zip(axes, ("T (H cycles)", "n (L cycles)", "effective depth T(n+1)·layers")):
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(label)
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # T, n and depth are integers
         ax.legend(fontsize=8)
     axes[0].set_title("Outer recursions T")
     axes[1].set_title("Inner recursions n")

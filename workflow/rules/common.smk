@@ -78,9 +78,13 @@ def eval_runtime(wildcards, attempt) -> int:
 
 
 def launcher(gpus: int) -> str:
-    """torchrun over the job's GPUs (DeepSpeed data parallel); one plain process on CPU."""
+    """torchrun over the job's GPUs (DeepSpeed data parallel); one plain process on CPU.
+
+    cgar.gpu_lock picks free GPUs for the job and sets CUDA_VISIBLE_DEVICES (Snakemake only counts GPUs), so
+    concurrent local jobs never share one; under SLURM it keeps the GPUs SLURM assigned.
+    """
     if gpus > 0:
-        return f"torchrun --standalone --nproc_per_node {gpus}"
+        return f"python -m cgar.gpu_lock {gpus} -- torchrun --standalone --nproc_per_node {gpus}"
     return "python"
 
 

@@ -107,6 +107,9 @@ class Trainer:
         self.explore = torch.Generator().manual_seed(tc.seed + 1)  # same stream on every rank (global draws)
         self.carry = model.initial_carry(self.local_batch, rt.device)
         self.step, self.wall, self.flops = 0, 0.0, 0
+        # metric sums since the last log line (per rank, reduced when logged); checkpointed with the rest
+        self.acc = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=rt.device)
+        self.since = 0
         self.ckpt = Checkpointer(out / "ckpt")
 
     # ------------------------------------------------------------------ state
@@ -115,7 +118,7 @@ class Trainer:
         shared = {"step": self.step, "wall_s": self.wall, "flops": self.flops, "ema": self.ema.state_dict(),
                   "explore_rng": self.explore.get_state(), "run_config": config_to_dict(self.cfg)}
         rank_state = {"carry": dataclasses.asdict(carry_to(self.carry, "cpu")), "stream": self.stream.state_dict(),
-                      "torch_rng": torch.get_rng_state()}
+                      "torch_rng": torch.get_rng_state(), "metric_sums": self.acc.cpu(), "since": self.since}
         return self.ckpt.save(self.engine, self.step, shared, rank_state, self.rt.rank)
 
     def resume(self) -> bool:
@@ -131,6 +134,8 @@ class Trainer:
         self.carry = carry_to(Carry(**rank_state["carry"]), self.rt.device)
         self.stream.load_state_dict(rank_state["stream"])
         torch.set_rng_state(rank_state["torch_rng"])
+        self.acc.copy_(rank_state["metric_sums"])
+        self.since = rank_state["since"]
         return True
 
     # ------------------------------------------------------------------ one optimizer step
@@ -188,24 +193,23 @@ class Trainer:
             print0(f"{'resumed at' if resumed else 'starting'} step {self.step}/{self.total} "
                    f"({self.rt.world} rank(s), {self.rt.device}, {self.model.num_params():,} parameters)")
         kill_at = int(os.environ.get("CGAR_FAULT_KILL_AT_STEP", "0"))  # fault-injection hook for tests
-        acc = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=self.rt.device)
         bar = tqdm(total=self.total, initial=self.step, disable=not self.rt.is_main, desc="train", unit="step",
                    file=sys.stderr, mininterval=1.0)
         log = open(metrics_path, "a") if self.rt.is_main else None
-        t0, since = time.perf_counter(), 0
+        t0 = time.perf_counter()
         while self.step < self.total:
             m = self.train_step()
-            acc += torch.stack([m[k] for k in METRIC_KEYS])
-            since += 1
+            self.acc += torch.stack([m[k] for k in METRIC_KEYS])
+            self.since += 1
             if self.step % tc.log_every == 0 or self.step == self.total:
-                sums = _all_reduce_sum(acc.clone()).tolist()
+                sums = _all_reduce_sum(self.acc.clone()).tolist()
                 now = time.perf_counter()
                 self.wall, t0 = self.wall + now - t0, now
                 rec = {"step": self.step, **{k: m[k] for k in ("stage", "T", "n", "lr", "hsw_weight")},
-                       **reduce_metrics(dict(zip(METRIC_KEYS, sums)), tc.global_batch_size * since),
+                       **reduce_metrics(dict(zip(METRIC_KEYS, sums)), tc.global_batch_size * self.since),
                        "wall_s": round(self.wall, 3), "flops": self.flops}
-                acc.zero_()
-                since = 0
+                self.acc.zero_()
+                self.since = 0
                 if log:
                     log.write(json.dumps(rec) + "\n")
                     log.flush()

@@ -56,3 +56,17 @@ def data_dir(tmp_path_factory):
     build_dataset(root / "train.csv", root / "test.csv", root / "ds", BuildConfig(subsample_size=None, num_aug=7))
     return root / "ds"
 
+
+def final_state(out):
+    """What a finished training run leaves to compare: (EMA state_dict of model.pt, metrics.jsonl records
+    without the wall-clock field)."""
+    import json
+
+    import torch
+
+    payload = torch.load(out / "model.pt", weights_only=False)
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for r in recs:
+        r.pop("wall_s")
+    return payload["state_dict"], recs
+

@@ -32,6 +32,7 @@ import yaml
 
 from cgar.data.build import verify_manifest
 from cgar.io_utils import DataError
+from tests.conftest import final_state
 
 pytestmark = pytest.mark.slow
 
@@ -128,14 +129,6 @@ def train(cfg: dict, out: Path, fault: str = "", kill_at: int = 0) -> subprocess
                          capture_output=True, text=True, timeout=300)
     TIMINGS[f"{out.name} {fault or kill_at or 'clean'}"] = time.monotonic() - t0
     return res
-
-
-def final_state(out: Path):
-    payload = torch.load(out / "model.pt", weights_only=False)
-    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    for r in recs:
-        r.pop("wall_s")
-    return payload["state_dict"], recs
 
 
 def assert_consistent(out: Path) -> str | None:

@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the fixture)
+from tests.conftest import final_state
 
 pytestmark = pytest.mark.slow
 
@@ -76,14 +77,6 @@ def run_logged(cmd, env, log: Path, timeout=SNAKEMAKE_TIMEOUT) -> tuple[int, str
             p.wait()
             rc = "timeout"
     return rc, log.read_text()
-
-
-def final_state(out: Path):
-    payload = torch.load(out / "model.pt", weights_only=False)
-    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    for r in recs:
-        r.pop("wall_s")
-    return payload["state_dict"], recs
 
 
 # ---------------------------------------------------------------------------------------------- harness

@@ -12,6 +12,7 @@ import yaml
 from cgar.config import config_from_dict
 from cgar.engine import compute_init
 from cgar.train import Trainer, depth_for, total_steps
+from tests.conftest import final_state
 
 TINY_MODEL = {"hidden_size": 32, "num_heads": 2, "halt_max_steps": 4, "H_cycles": 2, "L_cycles": 2}
 VARIANTS = {
@@ -75,14 +76,6 @@ def _train_cli(cfg: dict, out, tmp_path, nproc: int = 1, env_extra: dict | None 
                           text=True, timeout=300)
 
 
-def _final(out):
-    payload = torch.load(out / "model.pt", weights_only=False)
-    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    for r in recs:
-        r.pop("wall_s")
-    return payload["state_dict"], recs
-
-
 def test_kill_and_resume_equals_uninterrupted(data_dir, tmp_path):
     # checkpoints (every 10) fall between log lines (every 4): the metric sums since the last line are resumed too
     cfg = run_config(data_dir, train={"checkpoint_every": 10, "log_every": 4}, **VARIANTS["cgar"])
@@ -95,8 +88,8 @@ def test_kill_and_resume_equals_uninterrupted(data_dir, tmp_path):
     resumed = _train_cli(cfg, tmp_path / "run", tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed at step 30" in resumed.stdout
-    want, want_recs = _final(tmp_path / "ref")
-    got, got_recs = _final(tmp_path / "run")
+    want, want_recs = final_state(tmp_path / "ref")
+    got, got_recs = final_state(tmp_path / "run")
     assert got_recs == want_recs
     for k in want:
         assert torch.equal(got[k], want[k]), k  # bitwise: CPU, one thread, same schedule
@@ -108,8 +101,8 @@ def test_one_rank_equals_two_ranks(data_dir, tmp_path):
     assert one.returncode == 0, one.stderr[-2000:]
     two = _train_cli(cfg, tmp_path / "two", tmp_path, nproc=2)
     assert two.returncode == 0, two.stderr[-2000:]
-    a, a_recs = _final(tmp_path / "one")
-    b, b_recs = _final(tmp_path / "two")
+    a, a_recs = final_state(tmp_path / "one")
+    b, b_recs = final_state(tmp_path / "two")
     for k in a:
         if k == "puzzle_emb.weight":
             # sign-SGD is discontinuous at 0: a gradient component within float noise of 0, summed in another

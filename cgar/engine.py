@@ -137,6 +137,21 @@ class Checkpointer:
         for stale in self.root.glob(".tmp-step*"):  # left by a run killed mid-save
             shutil.rmtree(stale, ignore_errors=True)
 
+    def discard(self) -> None:
+        """Delete every checkpoint once the run's outputs are written (rank 0 only).
+
+        A finished run never resumes, and a leftover checkpoint would hijack the next run in the same folder:
+        Snakemake reruns a job whose experiment, code_version or dataset changed, and that run must start fresh,
+        not resume near the end of the old one (or refuse a changed config). The folder is renamed first, so a
+        kill midway leaves either the whole checkpoint folder (the rerun resumes and rewrites the same outputs)
+        or none of it; a half-deleted leftover under the other name is removed here next time.
+        """
+        trash = self.root.with_name(self.root.name + ".discarded")
+        shutil.rmtree(trash, ignore_errors=True)
+        if self.root.exists():
+            os.replace(self.root, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
     def load(self, engine, rank: int) -> tuple[dict, dict] | None:
         """Load the newest complete checkpoint into `engine`; returns (shared_state, rank_state) or None."""
         tag = self.latest_tag()

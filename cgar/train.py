@@ -227,6 +227,8 @@ class Trainer:
             with atomic_write(self.out / "metrics.jsonl", "wb") as f:
                 f.write(metrics_path.read_bytes())
         self.export()
+        if self.rt.is_main:  # outputs complete: a rerun in this folder must start fresh (Checkpointer.discard)
+            self.ckpt.discard()
 
     def export(self) -> None:
         """model.pt: EMA weights + buffers, the model config and the run config (what evaluation loads)."""

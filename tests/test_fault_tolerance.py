@@ -14,12 +14,15 @@ Kill points (one chained run; every restart continues the previous one):
   5. between steps (CGAR_FAULT_KILL_AT_STEP=47)
   6. at start-up of a restart, while writing run_config.json (half written)
   7. while exporting the final model.pt (half written, after metrics.jsonl was published)
+Then five SIGKILLs at seeded random wall-clock times (wherever they land), restart after each, same end.
 Separately: a truncated last line in the live metrics log (what a node crash mid-append can leave; a SIGKILL cannot
 split the single small write) is dropped on resume.
 """
 
 import json
 import os
+import random
+import re
 import shutil
 import subprocess
 import sys
@@ -116,25 +119,39 @@ def run_config(data_dir, epochs=24) -> dict:
                       "lr_warmup_steps": 5, "checkpoint_every": 10, "log_every": 5, "device": "cpu", "seed": 0}}
 
 
-def train(cfg: dict, out: Path, fault: str = "", kill_at: int = 0) -> subprocess.CompletedProcess:
+def train(cfg: dict, out: Path, fault: str = "", kill_at: int = 0,
+          kill_after: float | None = None) -> subprocess.CompletedProcess:
+    """One training run (a restart when `out` holds a checkpoint); `kill_after`: SIGKILL after that many wall
+    seconds, wherever the run is then (start-up, mid-step, mid-checkpoint), unless it has finished."""
     cfg_path = out.parent / f"{out.name}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "CGAR_FAULT_KILL_AT_STEP")}
-    env.update(OMP_NUM_THREADS="1", CGAR_TEST_FAULT=fault, CGAR_TEST_OUT=str(out))
+    # unbuffered: a SIGKILL from outside must not swallow what the run printed ("resumed at step ...")
+    env.update(OMP_NUM_THREADS="1", CGAR_TEST_FAULT=fault, CGAR_TEST_OUT=str(out), PYTHONUNBUFFERED="1")
     if kill_at:
         env["CGAR_FAULT_KILL_AT_STEP"] = str(kill_at)
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-c", INJECT, "--config", str(cfg_path), "--out", str(out)], env=env,
-                         capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-c", INJECT, "--config", str(cfg_path), "--out", str(out)]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = p.communicate(timeout=300 if kill_after is None else kill_after)
+    except subprocess.TimeoutExpired:
+        if kill_after is None:
+            p.kill()
+            raise
+        p.kill()  # SIGKILL
+        stdout, stderr = p.communicate()
+    res = subprocess.CompletedProcess(cmd, p.returncode, stdout, stderr)
     TIMINGS[f"{out.name} {fault or kill_at or 'clean'}"] = time.monotonic() - t0
     return res
 
 
-def assert_consistent(out: Path) -> str | None:
-    """What a killed run may leave: `latest` (if any) names a complete, loadable checkpoint; model.pt is absent."""
+def assert_consistent(out: Path, allow_model: bool = False) -> str | None:
+    """What a killed run may leave: `latest` (if any) names a complete, loadable checkpoint; model.pt is absent
+    (`allow_model`: unless a run in this folder already got as far as exporting it)."""
     ckpt = out / "ckpt"
-    assert not (out / "model.pt").exists(), "a killed run must not leave model.pt"
+    assert allow_model or not (out / "model.pt").exists(), "a killed run must not leave model.pt"
     latest = ckpt / "latest"
     if not latest.exists():
         return None
@@ -191,7 +208,7 @@ def test_sigkill_anywhere_then_resume_is_bitwise_identical(data_dir, reference, 
     res = train(cfg, out)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resumed at step 50" in res.stdout
-    assert not list((out / "ckpt").glob(".tmp-*")), "stale half-written checkpoints are cleaned up"
+    assert not (out / "ckpt").exists(), "a finished run leaves no checkpoint (nor stale half-written ones)"
     want, want_recs = reference
     got, got_recs = final_state(out)
     assert [r["step"] for r in got_recs] == list(range(5, 61, 5))
@@ -200,6 +217,47 @@ def test_sigkill_anywhere_then_resume_is_bitwise_identical(data_dir, reference, 
         assert torch.equal(got[k], want[k]), k
     print("\nkill chain:\n  " + "\n  ".join(log))
     print("timings (s):", {k: round(v, 1) for k, v in TIMINGS.items()})
+
+
+def test_sigkill_at_random_times_then_resume_is_bitwise_identical(data_dir, reference, tmp_path):
+    """Five SIGKILLs at seeded random wall-clock times: wherever they land (start-up, inside a step, inside a
+    checkpoint write), each restart resumes from the last complete checkpoint and the end is bitwise identical."""
+    cfg = run_config(data_dir)
+    out = tmp_path / "run"
+    t0 = time.monotonic()  # wall time of one uninterrupted run, start-up included (extension ops now cached)
+    assert train(cfg, tmp_path / "timing").returncode == 0
+    full = time.monotonic() - t0
+    rng = random.Random(20261201)
+    kills, log = 0, []
+    for _ in range(12):
+        delay = rng.uniform(0.3, 0.9) * full
+        res = train(cfg, out, kill_after=delay)
+        if res.returncode == 0:  # finished before the kill: the next run starts over (no checkpoint is kept)
+            assert not (out / "ckpt").exists()
+            log.append(f"{delay:.1f} s: finished first")
+            continue
+        assert res.returncode == -9, res.stderr[-3000:]
+        kills += 1
+        began = re.search(r"(starting|resumed at) step \d+", res.stdout)
+        half = sorted(p.name for p in (out / "ckpt").glob(".tmp-*")) if (out / "ckpt").is_dir() else []
+        if (out / "model.pt").exists():  # exported by this or an earlier run: complete, never a torn file
+            torch.load(out / "model.pt", weights_only=False)
+        # `latest` (if any) names a complete, loadable checkpoint, whatever the kill interrupted
+        tag = assert_consistent(out, allow_model=True)
+        log.append(f"{delay:.1f} s: killed after {began[0] if began else 'start-up'}; latest={tag}"
+                   + (f", half-written {half}" if half else ""))
+        if kills == 5:
+            break
+    assert kills == 5, log
+    res = train(cfg, out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not (out / "ckpt").exists()
+    want, want_recs = reference
+    got, got_recs = final_state(out)
+    assert got_recs == want_recs
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+    print("\nrandom kills (uninterrupted run %.1f s):\n  " % full + "\n  ".join(log))
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(data_dir, tmp_path):

@@ -1,6 +1,7 @@
 # Training: one job per experiment x seed, each a DeepSpeed run under torchrun (or one CPU process).
 # The DeepSpeed checkpoint directory ckpt/ is deliberately NOT an output: a failed, retried or requeued
-# job finds it and resumes from the last checkpoint instead of starting over.
+# job finds it and resumes from the last checkpoint instead of starting over. A run that finishes deletes
+# it, so a rerun (edited experiment, new code_version or dataset) starts fresh.
 
 if not CACHED:
 
@@ -44,7 +45,7 @@ if not CACHED:
             runtime=train_runtime,
         params:
             out=output_dir,
-            launcher=launcher(gpus_per_run()),
+            launcher=launcher,
             code_version=CGAR_CODE_VERSION,
         shell:
             "{params.launcher} -m cgar.train --config {input.config} --out {params.out} > {log} 2>&1"

@@ -39,7 +39,9 @@ SLURM_OVERRIDES = [
     "--latency-wait", "5",
     "--jobs", "2",
     "--default-resources", "slurm_partition=debug", "mem_mb=500", "runtime=10",
-    "--set-resources", "train:cpus_per_gpu=1", "evaluate:cpus_per_gpu=1",
+    # (replaces the profile's whole set-resources block, its "gpu" partition included)
+    "--set-resources", "train:cpus_per_gpu=1", "evaluate:cpus_per_gpu=1", "train:slurm_partition=debug",
+    "evaluate:slurm_partition=debug",
 ]
 SNAKEMAKE_TIMEOUT = 420
 
@@ -215,16 +217,24 @@ def test_killed_training_job_resumes_under_slurm(fault, slurm_cluster, data_dir,
 
 def test_dot_test_pipeline_through_slurm_executor(slurm_cluster, tmp_path):  # noqa: F811
     """The project's CI config (.test/) end to end, every non-local rule as a SLURM job."""
-    if not (REPO / ".test/config/config.yaml").is_file() or not any(
-            (REPO / p).is_file() for p in ("Snakefile", "workflow/Snakefile")):
-        pytest.skip(".test/config/config.yaml or the root Snakefile is missing")
     wd = tmp_path / "test_copy"
     shutil.copytree(REPO / ".test", wd, ignore=shutil.ignore_patterns("results", "resources", "logs", "benchmarks",
                                                                         ".snakemake"))
-    snakefile = REPO / "workflow/Snakefile" if (REPO / "workflow/Snakefile").is_file() else REPO / "Snakefile"
+    snakefile = REPO / "Snakefile"
     t0 = time.monotonic()
     rc, log = run_logged(snakemake_cmd(wd, snakefile, "--configfile", str(wd / "config/config.yaml")),
                          job_env(slurm_cluster, tmp_path), tmp_path / "snakemake.log", timeout=540)
     print(f".test pipeline through SLURM: rc={rc} in {time.monotonic() - t0:.1f} s")
     assert rc == 0, log[-6000:]
-    assert "SLURM" in log or "sbatch" in log
+    # every data, training, FLOPs and evaluation job went through sbatch (only run_config and the report are local)
+    submitted = re.findall(r"has been submitted with SLURM jobid \d+ \(log: \S*/slurm_logs/rule_(\w+)/", log)
+    per_rule = {rule: submitted.count(rule) for rule in set(submitted)}
+    for rule, n in {"generate_chunk": 2, "split": 1, "build_dataset": 1, "check_dataset": 1, "train": 4,
+                    "flops": 4, "evaluate": 4}.items():  # 4 experiments x 1 seed; more only if a job was retried
+        assert per_rule.get(rule, 0) >= n, per_rule
+    from cgar.report import figure_files, table_files
+
+    for f in table_files() + figure_files():
+        assert (wd / f).stat().st_size > 0, f
+    for exp in ("baseline", "pdc", "hsw", "cgar"):
+        assert (wd / f"results/runs/{exp}/seed0/eval.json").is_file()

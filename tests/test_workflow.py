@@ -69,6 +69,14 @@ def test_bad_config_names_the_key(tmp_path):
     r = smk("-n", "--directory", ".test", "--configfile", tmp_path / "bad.yaml")
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "num_augs" in out and "Additional properties are not allowed" in out
+    assert "On instance['data']['build']" in out  # the key path of the offending mapping
+    cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
+    cfg["resources"]["gpus_per_run"] = "one"  # wrong type
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    r = smk("-n", "--directory", ".test", "--configfile", tmp_path / "bad.yaml")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "'one' is not of type 'integer'" in out
+    assert "On instance['resources']['gpus_per_run']" in out
     cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
     cfg["experiments"]["pdc"] = {"pdc": {"enabled": "yes"}}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
@@ -135,6 +143,25 @@ def test_changing_one_experiment_reruns_only_it(test_pipeline, tmp_path):
     assert jobs.get("run_config") == 1 and jobs.get("train") == 1 and jobs.get("evaluate") == 1
     assert "results/runs/hsw/seed0/run.yaml" in r.stdout and "results/runs/cgar/seed0/run.yaml" not in r.stdout
     assert not {"generate_chunk", "split", "build_dataset"} & set(jobs)
+    # and really rerun it: the finished run left no checkpoint behind, so the changed experiment trains from
+    # step 0 (a leftover ckpt/ would make it refuse the changed config, or resume the old run near its end)
+    assert not list(test_pipeline.glob("results/runs/*/seed*/ckpt"))
+    r = smk("--cores", "2", "--directory", test_pipeline, "--configfile", tmp_path / "changed.yaml", timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "starting step 0/" in (test_pipeline / "logs/results/runs/hsw/seed0/train.log").read_text()
+    run_cfg = yaml.safe_load((test_pipeline / "results/runs/hsw/seed0/run_config.json").read_text())
+    assert run_cfg["hsw"]["mode"] == "released"
+
+
+def test_gpus_per_job_follow_the_rule_resource():
+    """torchrun's rank count is the job's `gpu` resource, so a profile or --set-resources can change it."""
+    r = smk("-n", "-p", "--cores", "4", "--forceall", "--resources", "gpu=4", "--set-resources", "train:gpu=4")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    train_cmds = [ln for ln in out.splitlines() if "-m cgar.train" in ln]
+    eval_cmds = [ln for ln in out.splitlines() if "-m cgar.evaluate" in ln]
+    assert len(train_cmds) == 12 and all("--nproc_per_node 4 " in c for c in train_cmds)
+    assert eval_cmds and all("--nproc_per_node 1 " in c for c in eval_cmds)  # evaluate keeps the config's 1
 
 
 def test_import_mode_stops_before_training_on_a_leak(tmp_path):

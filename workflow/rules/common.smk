@@ -77,12 +77,15 @@ def eval_runtime(wildcards, attempt) -> int:
     return int(config["resources"]["eval_runtime_minutes"]) * attempt
 
 
-def launcher(gpus: int) -> str:
-    """torchrun over the job's GPUs (DeepSpeed data parallel); one plain process on CPU.
+def launcher(wildcards, resources) -> str:
+    """torchrun over the job's `gpu` resource (DeepSpeed data parallel); one plain process on CPU.
 
-    cgar.gpu_lock picks free GPUs for the job and sets CUDA_VISIBLE_DEVICES (Snakemake only counts GPUs), so
-    concurrent local jobs never share one; under SLURM it keeps the GPUs SLURM assigned.
+    Read from the job's resources, not the config, so `--set-resources train:gpu=4` (or a profile) really
+    starts 4 ranks; the global batch stays fixed, so results do not depend on it. cgar.gpu_lock picks free
+    GPUs for the job and sets CUDA_VISIBLE_DEVICES (Snakemake only counts GPUs), so concurrent local jobs
+    never share one; under SLURM it keeps the GPUs SLURM assigned.
     """
+    gpus = int(resources.gpu)
     if gpus > 0:
         return f"python -m cgar.gpu_lock {gpus} -- torchrun --standalone --nproc_per_node {gpus}"
     return "python"

@@ -22,7 +22,7 @@ if not CACHED:
             runtime=eval_runtime,
         params:
             out=output_dir,
-            launcher=launcher(gpus_per_run()),
+            launcher=launcher,
             batch=config["evaluate"]["batch_size"],
         shell:
             "{params.launcher} -m cgar.evaluate --checkpoint {input.model} --data {input.data} "

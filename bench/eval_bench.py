@@ -60,8 +60,9 @@ def timed(fn) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=8, help="synthetic puzzles")
-    ap.add_argument("--batch-size", type=int, default=4, help="puzzles per batch (full) / slots in flight (ACT)")
+    ap.add_argument("--n", type=int, default=None, help="synthetic puzzles (default 8 on CPU, 4 x 768 on CUDA)")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="puzzles per batch (full) / slots in flight (ACT); default 4 on CPU, 768 (the paper's) on CUDA")
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--target-halt", type=float, default=6.0, help="mean ACT halting step to calibrate to")
@@ -70,6 +71,10 @@ def main() -> None:
     a = ap.parse_args()
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if a.device == "auto" else a.device))
+    if a.batch_size is None:  # a GPU projection from tiny batches would be far too pessimistic
+        a.batch_size = 768 if device.type == "cuda" else 4
+    if a.n is None:
+        a.n = 4 * a.batch_size if device.type == "cuda" else 8
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     model = TRM(TRMConfig(hidden_size=a.hidden)).to(device).eval()

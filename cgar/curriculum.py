@@ -113,8 +113,9 @@ def hsw_scale_released(incoming_steps: torch.Tensor, decay: float = 0.7) -> floa
     """Released-code HSW: decay ** int(mean of the incoming carry's step counts), one scalar for the whole loss.
 
     `incoming_steps` is the carry's `steps` *before* the model refills halted slots (continuing slots: steps
-    done so far; just-halted slots: their final count), as `losses_cgar.py` reads it. With several ranks each
-    rank uses its own mean, as the released code would.
+    done so far; just-halted slots: their final count), as `losses_cgar.py` reads it. With several ranks the
+    trainer passes the global batch mean (all-reduced), so 1 and N ranks give the same weight; the released code
+    ran on one GPU, where the two coincide.
     """
     return decay ** int(torch.as_tensor(incoming_steps, dtype=torch.float32).mean().item())
 

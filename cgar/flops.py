@@ -200,6 +200,9 @@ def analyze(module: nn.Module, inputs: tuple) -> dict:
     from fvcore.nn import FlopCountAnalysis
 
     fa = FlopCountAnalysis(module, inputs)
+    # Drop fvcore's default handles: they count multiply-adds (1 per MAC, e.g. for aten::addmm), ours count
+    # FLOPs (2 per MAC); an op only they would cover must fail loudly below instead of counting at half weight.
+    fa.clear_op_handles()
     fa.set_op_handle(**{k: r.handle for k, r in {**_fvcore_handles(), **OP_HANDLES}.items()})
     fa._ignored_ops = set(ZERO_COST_OPS)  # no API to shrink fvcore's default list; ours is the complete one
     fa.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")

@@ -54,8 +54,8 @@ def total_steps(cfg: RunConfig, stream: TrainStream) -> int:
 
 def depth_for(cfg: RunConfig, step: int, total: int) -> tuple[int, int, int]:
     """(stage index, T, n) for the 1-based optimizer step; progress = completed steps / total."""
-    if not cfg.pdc.enabled:
-        return len(cfg.pdc.stages), cfg.model.H_cycles, cfg.model.L_cycles
+    if not cfg.pdc.enabled:  # full depth all along: logged as the last stage, as PDC's full-depth stage is
+        return len(cfg.pdc.stages) - 1, cfg.model.H_cycles, cfg.model.L_cycles
     progress = (step - 1) / total
     T, n = depth_at(progress, cfg.pdc.stages)
     stage = max(i for i, (start, *_) in enumerate(cfg.pdc.stages) if progress >= start)
@@ -145,7 +145,7 @@ class Trainer:
         step = self.step + 1
         lr = lr_at(step, tc.lr, tc.lr_warmup_steps, self.total, tc.lr_min_ratio)
         set_lr(self.engine.optimizer, lr)
-        set_lr(self.sign_sgd, lr * tc.puzzle_emb_lr / tc.lr)  # same warmup shape, its own base rate
+        set_lr(self.sign_sgd, lr_at(step, tc.puzzle_emb_lr, tc.lr_warmup_steps, self.total, tc.lr_min_ratio))
         stage, T, n = depth_for(cfg, step, self.total)
 
         batch = {k: v.to(dev, non_blocking=True) for k, v in next(self.stream).items()}

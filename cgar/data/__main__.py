@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--chunk", type=int, required=True, help="chunk index; chunk k of seed s is always the same")
     g.add_argument("--size", type=int, required=True, help="puzzles in this chunk")
     g.add_argument("--mix", type=_mix, default="", help="source shares summing to 1, e.g. hard=0.735,unbiased_like=0.23,kaggle_like=0.023,lowclue=0.012")
-    g.add_argument("--hard-threshold", type=int, default=None, help="gen_hard acceptance: minimum mean rating over 3 symmetry copies (default 20)")
+    g.add_argument("--hard-threshold", type=float, default=None, help="gen_hard acceptance: minimum mean rating over 3 symmetry copies (default 20)")
     g.add_argument("--out", type=Path, required=True, help="output CSV (source,question,answer,rating)")
     common(g)
     g.set_defaults(func=cmd_generate)

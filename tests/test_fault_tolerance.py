@@ -137,11 +137,10 @@ def train(cfg: dict, out: Path, fault: str = "", kill_at: int = 0,
     try:
         stdout, stderr = p.communicate(timeout=300 if kill_after is None else kill_after)
     except subprocess.TimeoutExpired:
-        if kill_after is None:
-            p.kill()
-            raise
-        p.kill()  # SIGKILL
+        p.kill()  # SIGKILL: the planned kill, or a hung run (re-raised)
         stdout, stderr = p.communicate()
+        if kill_after is None:
+            raise
     res = subprocess.CompletedProcess(cmd, p.returncode, stdout, stderr)
     TIMINGS[f"{out.name} {fault or kill_at or 'clean'}"] = time.monotonic() - t0
     return res
@@ -149,9 +148,11 @@ def train(cfg: dict, out: Path, fault: str = "", kill_at: int = 0,
 
 def assert_consistent(out: Path, allow_model: bool = False) -> str | None:
     """What a killed run may leave: `latest` (if any) names a complete, loadable checkpoint; model.pt is absent
-    (`allow_model`: unless a run in this folder already got as far as exporting it)."""
+    (`allow_model`: unless a run in this folder already got as far as exporting it; then it is complete)."""
     ckpt = out / "ckpt"
-    assert allow_model or not (out / "model.pt").exists(), "a killed run must not leave model.pt"
+    if (out / "model.pt").exists():
+        assert allow_model, "a killed run must not leave model.pt"
+        torch.load(out / "model.pt", weights_only=False)  # written atomically: never a torn file
     latest = ckpt / "latest"
     if not latest.exists():
         return None
@@ -240,8 +241,6 @@ def test_sigkill_at_random_times_then_resume_is_bitwise_identical(data_dir, refe
         kills += 1
         began = re.search(r"(starting|resumed at) step \d+", res.stdout)
         half = sorted(p.name for p in (out / "ckpt").glob(".tmp-*")) if (out / "ckpt").is_dir() else []
-        if (out / "model.pt").exists():  # exported by this or an earlier run: complete, never a torn file
-            torch.load(out / "model.pt", weights_only=False)
         # `latest` (if any) names a complete, loadable checkpoint, whatever the kill interrupted
         tag = assert_consistent(out, allow_model=True)
         log.append(f"{delay:.1f} s: killed after {began[0] if began else 'start-up'}; latest={tag}"

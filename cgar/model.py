@@ -173,23 +173,52 @@ class Block(nn.Module):
 class PuzzleEmbedding(nn.Module):
     """Per-puzzle-identifier vectors as a zero-initialised *buffer* (TRM's CastedSparseEmbedding).
 
-    Not a Parameter, so it stays out of parameters(), the main optimizer and the EMA. In a training forward
-    with grad enabled the looked-up rows become a fresh leaf tensor requiring grad; after backward,
+    Not a Parameter, so it stays out of parameters(), the main optimizer and the EMA. A training forward with grad
+    enabled copies the looked-up rows into a leaf tensor requiring grad and returns that leaf; after backward,
     `cgar.optim.SignSGD` reads `last_rows.grad` [B, D] and `last_ids` [B] and updates `weight` in place.
+
+    The leaf [B, D] and its ids [B] are allocated *outside* the forward, by `reserve` (which `TRM.initial_carry`
+    calls), as the reference allocates its `local_weights` at init; the forward only writes into them under
+    no_grad and clears the leaf's old gradient, which torch.compile traces into the one graph. Creating the leaf
+    inside the forward (`rows.detach().requires_grad_()`) cannot be traced: it split the compiled TRM forward
+    into 7 graphs. An eager forward with a batch size or device the leaf does not have reserves it itself (under
+    torch.compile that would be a graph break, so reserve first).
     """
 
     def __init__(self, num_ids: int, dim: int):
         super().__init__()
         self.register_buffer("weight", torch.zeros(num_ids, dim))
+        self._rows: torch.Tensor | None = None  # [B, D] grad leaf, reused by every training forward
+        self._ids: torch.Tensor | None = None  # [B] int64
+        # set by a training forward, cleared by SignSGD.step once consumed
         self.last_rows: torch.Tensor | None = None
         self.last_ids: torch.Tensor | None = None
 
+    def _fits(self, batch_size: int) -> bool:
+        return self._rows is not None and self._rows.shape[0] == batch_size and self._rows.device == self.weight.device
+
+    def reserve(self, batch_size: int) -> None:
+        """Allocate the grad leaf for `batch_size` slots on the weight's device (no-op if it already fits).
+        Skipped in inference mode, where a leaf could not take part in a later backward."""
+        if self._fits(batch_size) or torch.is_inference_mode_enabled():
+            return
+        w = self.weight
+        self._rows = torch.zeros(batch_size, w.shape[1], dtype=w.dtype, device=w.device, requires_grad=True)
+        self._ids = torch.zeros(batch_size, dtype=torch.long, device=w.device)
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        rows = self.weight[ids.long()]  # [B, D]
-        if self.training and torch.is_grad_enabled():
-            rows = rows.detach().requires_grad_(True)
-            self.last_rows, self.last_ids = rows, ids.long()
-        return rows
+        ids = ids.long()  # [B]
+        if not (self.training and torch.is_grad_enabled()):
+            return self.weight[ids]  # [B, D]
+        if not self._fits(ids.shape[0]):
+            self.reserve(ids.shape[0])
+        rows, slot_ids = self._rows, self._ids
+        rows.grad = None  # this step's gradient only, as a fresh leaf would have
+        with torch.no_grad():
+            rows.copy_(self.weight[ids])
+            slot_ids.copy_(ids)
+        self.last_rows, self.last_ids = rows, slot_ids
+        return rows  # [B, D] leaf
 
 
 # ----------------------------------------------------------------------------- the ACT carry
@@ -332,9 +361,12 @@ class TRM(nn.Module):
         return y.detach(), z.detach(), logits, q_halt
 
     def initial_carry(self, batch_size: int, device: torch.device | str | None = None) -> Carry:
-        """All slots halted, so the first forward fills every slot from its batch."""
+        """All slots halted, so the first forward fills every slot from its batch. In training mode it also
+        reserves the puzzle embedding's grad leaf for the B slots, outside any compiled forward."""
         cfg = self.config
         device = device if device is not None else self.embed_tokens.device
+        if self.training:
+            self.puzzle_emb.reserve(batch_size)
         state = torch.zeros(batch_size, cfg.total_len, cfg.hidden_size, dtype=self.compute_dtype, device=device)
         ints = dict(dtype=torch.int32, device=device)
         return Carry(

@@ -21,13 +21,21 @@ from cgar.model import PuzzleEmbedding
 
 
 class AdamATan2(torch.optim.Optimizer):
-    """Adam-atan2 (Everett et al. 2024, "Scaling Exponents Across Parameterizations and Optimizers"), a = b = 1.
+    """Adam-atan2 (Everett et al. 2024, "Scaling Exponents Across Parameterizations and Optimizers"), a = b = 1,
+    with the update rule of the `adam-atan2` package 0.0.3, which TRM uses.
 
-    Per step t, for each parameter p with gradient g (as the `adam-atan2` CUDA kernel):
-        p <- p * (1 - lr * wd)                               decoupled weight decay
+    Per step t, for each parameter p with gradient g (as the 0.0.3 CUDA kernel, `csrc/adam_atan2.cu`):
+        p <- p * (1 - lr * wd)                               decoupled weight decay, before the moments
         m <- lerp(m, g, 1 - b1);  v <- lerp(v, g^2, 1 - b2)
-        p <- p - lr * atan2(m / (1 - b1^t), sqrt(v) / sqrt(1 - b2^t))
-    No epsilon: atan2 is bounded and defined at (0, 0). The update is invariant to a constant scale of g.
+        p <- p - (lr / (1 - b1^t)) * atan2(m, sqrt(v) / sqrt(1 - b2^t))
+    beta1's bias correction scales the step size, outside atan2. No epsilon: atan2 is bounded and defined at
+    (0, 0). The update is invariant to a constant scale of g; for a steady gradient it is lr * atan(c) / c with
+    c = 1 - b1^t (0.997 lr at step 1, then towards pi/4 lr).
+
+    Why 0.0.3: TRM's requirements.txt does not pin `adam-atan2`, so a TRM install (TRM appeared in October 2025)
+    resolves to 0.0.3, released in April 2025 a day after 0.0.2 and still the latest. 0.0.2 put the correction
+    inside, atan2(m / (1 - b1^t), ..): 0.788x the 0.0.3 step at t = 1, 0.886x at 10, 0.985x at 30 for a steady
+    gradient. No TRM or CGAR run can have used it, so it is not offered as an option.
     lr and weight_decay are read from param_groups at each step, so schedulers/DeepSpeed can change them.
     """
 
@@ -59,7 +67,8 @@ class AdamATan2(torch.optim.Optimizer):
                 m.lerp_(g, 1 - b1)
                 v.lerp_(g * g, 1 - b2)
                 denom = v.sqrt() / math.sqrt(1 - b2**t)
-                p.sub_(lr * torch.atan2(m / (1 - b1**t), denom))
+                # the step size is formed in double and cast once by the op, as the kernel's opmath step_size
+                p.add_(torch.atan2(m, denom), alpha=-lr / (1 - b1**t))
         return loss
 
 
@@ -101,7 +110,8 @@ class SignSGD(torch.optim.Optimizer):
         lr, wd = group["lr"], group["weight_decay"]
         present = (seen > 0).unsqueeze(-1)  # [num_ids, 1]
         w.copy_(torch.where(present, w * (1 - lr * wd) - lr * grad.sign(), w))
-        emb.last_rows = emb.last_ids = None  # consumed; a stale gradient must never be applied twice
+        rows.grad = None  # consumed; a stale gradient must never be applied twice
+        emb.last_rows = emb.last_ids = None
         return None
 
 

@@ -3,6 +3,7 @@
 Run: .venv/bin/pytest tests/test_model.py
 """
 
+import copy
 import math
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from cgar.losses import act_loss
 from cgar.model import TRM, Carry, TRMConfig, draw_min_halt_steps, halting, refill, trunc_normal_
-from cgar.optim import AdamATan2
+from cgar.optim import AdamATan2, SignSGD
 
 TINY = dict(hidden_size=32, num_heads=4)
 
@@ -138,6 +139,31 @@ def test_eval_and_no_grad_do_not_record_puzzle_rows():
     assert model.puzzle_emb.last_rows is None
 
 
+def test_puzzle_rows_leaf_is_reserved_outside_the_forward_and_fresh_each_step():
+    """The grad leaf is allocated by initial_carry (a compiled forward only writes into it) and reused; each
+    training forward leaves only its own gradient on it, as the former new-leaf-per-forward did."""
+    torch.manual_seed(0)
+    model = TRM(TRMConfig(**TINY))
+    with torch.no_grad():
+        model.puzzle_emb.weight.normal_()
+    carry = model.initial_carry(3)
+    leaf = model.puzzle_emb._rows
+    assert leaf.shape == (3, 32) and leaf.is_leaf and leaf.requires_grad and model.puzzle_emb.last_rows is None
+    carry, out = model(carry, make_batch(3), depth=(1, 1))
+    out.logits.float().square().sum().backward()
+    assert model.puzzle_emb.last_rows is leaf and torch.equal(leaf.detach(), model.puzzle_emb.weight.expand(3, -1))
+    fresh = copy.deepcopy(model)
+    fresh.puzzle_emb._rows.grad = None  # the reference: step 2's gradient alone
+    grads = []
+    for m in (model, fresh):
+        _, out = m(carry, make_batch(3, seed=1), depth=(1, 1))
+        out.logits.float().square().sum().backward()
+        grads.append(m.puzzle_emb.last_rows.grad)
+    assert model.puzzle_emb.last_rows is leaf and torch.equal(grads[0], grads[1]) and grads[0].abs().sum() > 0
+    model(model.initial_carry(5), make_batch(5), depth=(1, 1))  # a new batch size gets a new leaf
+    assert model.puzzle_emb._rows.shape == (5, 32) and model.puzzle_emb._rows is not leaf
+
+
 def test_bfloat16_compute_path_on_cpu():
     model = TRM(TRMConfig(forward_dtype="bfloat16", **TINY))
     carry, out = model(model.initial_carry(2), make_batch(2), depth=(1, 1))
@@ -236,3 +262,65 @@ def test_tiny_model_overfits_a_few_puzzles(one_thread):
         losses.append(metrics["lm_loss"].item() / 8)  # the q_halt term is noisy while halting is learned
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < 0.5 * first, (first, last)  # ~2.1 -> ~0.35 here
+
+
+# ----------------------------------------------------------------------------- torch.compile
+
+@pytest.mark.parametrize("mlp_t, training", [(True, True), (False, True), (True, False)])
+def test_compiled_forward_is_one_graph(mlp_t, training):
+    """Dynamo traces the whole forward (refill, T x n recursion, heads, halting) into one graph: the puzzle
+    embedding's grad leaf is reserved by initial_carry, outside it. (Creating it inside the forward gave 7 graphs
+    and 6 breaks.) Training passes min_halt_steps, as the trainer does."""
+    torch._dynamo.reset()
+    model = TRM(TRMConfig(mlp_t=mlp_t, **TINY)).train(training)
+    carry = model.initial_carry(2)
+    kw = dict(min_halt_steps=torch.zeros(2, dtype=torch.long)) if training else {}
+    explained = torch._dynamo.explain(model)(carry, make_batch(2), depth=(2, 2), **kw)
+    reasons = [b.reason for b in explained.break_reasons]
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), reasons
+
+
+def test_compiled_training_steps_equal_eager(one_thread):
+    """Two full training steps (forward, ACT loss, backward, SignSGD, AdamATan2; the second from the carried state)
+    through torch.compile(fullgraph=True) and in eager, from the same weights: the logits, q_halt, carry, the
+    puzzle rows' gradient, every parameter gradient and the updated weights agree.
+
+    Backend aot_eager: Dynamo's graph and AOTAutograd's joint forward/backward (which functionalises the write
+    into the puzzle leaf), run on eager aten kernels; inductor is left out because compiling it on this 2-core
+    CPU takes ~70 s. Tolerance rtol = atol = 1e-5 (fp32) to allow a different accumulation order in the
+    compiled backward; measured here: 0 (bitwise equal). The graph is compiled once for both steps."""
+    from torch._dynamo.backends.registry import lookup_backend
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    eager = TRM(TRMConfig(halt_max_steps=4, **TINY))
+    with torch.no_grad():
+        eager.puzzle_emb.weight.normal_()  # non-zero rows, so their gradient is not trivially symmetric
+    compiled = copy.deepcopy(eager)
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return lookup_backend("aot_eager")(gm, example_inputs)
+
+    def two_steps(model, forward):
+        opt, sign_sgd = AdamATan2(model.parameters(), lr=1e-2, weight_decay=0.1), SignSGD(model.puzzle_emb, lr=1e-2)
+        carry, record = model.initial_carry(4), []
+        for step in range(2):
+            carry, out = forward(carry, make_batch(4, seed=step), depth=(2, 2),
+                                 min_halt_steps=torch.tensor([0, 2, 0, 3]))
+            loss, _ = act_loss(out.logits, out.q_halt, carry.data["labels"], carry.halted, carry.steps)
+            (loss / 4).backward()
+            record += [out.logits, out.q_halt, carry.y, carry.z, carry.halted, model.puzzle_emb.last_rows.grad.clone()]
+            record += [p.grad.clone() for p in model.parameters()]
+            sign_sgd.step()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return record + [t.detach().clone() for t in model.state_dict().values()]
+
+    want = two_steps(eager, eager)
+    got = two_steps(compiled, torch.compile(compiled, backend=counting_backend, fullgraph=True))
+    assert len(graphs) == 1
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.detach(), w.detach(), rtol=1e-5, atol=1e-5)

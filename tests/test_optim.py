@@ -14,13 +14,13 @@ from cgar.optim import EMA, AdamATan2, SignSGD, lr_at, make_optimizer, set_lr
 
 
 def reference_adam_atan2(p, grads, lrs, b1, b2, wd):
-    """The adam-atan2 kernel's update, element-wise in float64 numpy."""
+    """adam-atan2 0.0.3's update (its CUDA kernel), element-wise in float64 numpy."""
     p, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
     for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
         p = p * (1 - lr * wd)
         m = m + (1 - b1) * (g - m)
         v = v + (1 - b2) * (g * g - v)
-        p = p - lr * np.arctan2(m / (1 - b1**t), np.sqrt(v) / np.sqrt(1 - b2**t))
+        p = p - lr / (1 - b1**t) * np.arctan2(m, np.sqrt(v) / np.sqrt(1 - b2**t))
     return p
 
 
@@ -42,6 +42,66 @@ def test_adam_atan2_matches_reference():
     lrs = [1e-2, 2e-2, 3e-2, 3e-2, 1e-2, 5e-3]
     got, _ = run_adam(p0, grads, lrs, wd=1.0)
     np.testing.assert_allclose(got, reference_adam_atan2(p0, grads, lrs, 0.9, 0.95, 1.0), rtol=1e-12, atol=1e-14)
+
+
+# Hand-computed cases of the published 0.0.3 rule, p <- p (1 - lr wd) - lr / (1 - b1^t) * atan2(m, sqrt(v / (1 - b2^t))),
+# in closed form (no moment recursion). b1 = 0.9, b2 = 0.95 as TRM; c_t = 1 - b1^t is beta1's bias correction.
+B1, B2 = 0.9, 0.95
+
+
+def steady_gradient_params(p0, g, lr, wd, steps):
+    """A constant gradient g: m_t = c_t g and v_t = (1 - b2^t) g^2 exactly, so sqrt(v_t / (1 - b2^t)) = |g| and the
+    step is lr / c_t * atan2(c_t g, |g|) = lr * atan(c_t) / c_t * sign(g) (0 where g = 0: atan2(0, 0) = 0)."""
+    p = np.array(p0, dtype=np.float64)
+    for t in range(1, steps + 1):
+        c = 1 - B1**t
+        p = p * (1 - lr * wd) - lr * math.atan(c) / c * np.sign(g)
+    return p
+
+
+def alternating_gradient_params(p0, s, lr, steps):
+    """g_t = (-1)^(t+1) s: v_t / (1 - b2^t) = s^2 again, and the geometric sum gives
+    m_t = (1 - b1) s (-1)^(t+1) (1 - (-b1)^t) / (1 + b1)."""
+    p = np.array(p0, dtype=np.float64)
+    for t in range(1, steps + 1):
+        m = (1 - B1) * s * (-1) ** (t + 1) * (1 - (-B1) ** t) / (1 + B1)
+        p = p - lr / (1 - B1**t) * np.arctan2(m, np.abs(s))
+    return p
+
+
+def test_adam_atan2_one_step_by_hand():
+    p0, g = [1.0, -2.0, 0.5], np.array([2.0, -0.5, 0.0])
+    got, _ = run_adam(p0, [g], [1e-2], wd=0.5)
+    # = p0 * 0.995 - 0.01 * atan(0.1) / 0.1 * sign(g): 0.995 - 0.0099668, -1.99 + 0.0099668, 0.4975
+    want = np.array([0.995 - 0.1 * math.atan(0.1), -1.99 + 0.1 * math.atan(0.1), 0.4975])
+    np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-16)
+    np.testing.assert_allclose(got, steady_gradient_params(p0, g, 1e-2, 0.5, 1), rtol=1e-14, atol=1e-16)
+
+
+def test_adam_atan2_ten_steps_by_hand():
+    p0, g = [1.0, -2.0, 0.5], np.array([2.0, -0.5, 0.0])
+    got, _ = run_adam(p0, [g] * 10, [1e-2] * 10, wd=0.5)
+    np.testing.assert_allclose(got, steady_gradient_params(p0, g, 1e-2, 0.5, 10), rtol=1e-13, atol=1e-15)
+    s = np.array([3.0, -0.25])  # a varying gradient: the sign flips every step
+    got, _ = run_adam([0.2, 0.3], [s * (-1) ** t for t in range(10)], [1e-2] * 10, wd=0.0)
+    np.testing.assert_allclose(got, alternating_gradient_params([0.2, 0.3], s, 1e-2, 10), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("t, old_over_new", [(1, 0.788), (10, 0.886), (30, 0.985)])
+def test_adam_atan2_bias_correction_is_outside_atan2(t, old_over_new):
+    """The issue's figures: under a steady gradient the 0.0.2 rule, lr * atan2(m / c_t, ..) = lr * pi/4, steps
+    (pi/4) c_t / atan(c_t) times 0.0.3's. This fails on the old rule (its step t would be exactly lr * pi/4)."""
+    lr = 1e-2
+    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    opt = AdamATan2([p], lr=lr, betas=(B1, B2), weight_decay=0.0)
+    for _ in range(t):
+        before = p.item()
+        p.grad = torch.ones(1, dtype=torch.float64)
+        opt.step()
+    step = before - p.item()  # the update of step t
+    c = 1 - B1**t
+    assert step == pytest.approx(lr * math.atan(c) / c, rel=1e-12)
+    assert (lr * math.pi / 4) / step == pytest.approx(old_over_new, abs=5e-4)
 
 
 def test_adam_atan2_is_scale_invariant_and_bounded():

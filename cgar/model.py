@@ -181,8 +181,8 @@ class PuzzleEmbedding(nn.Module):
     calls), as the reference allocates its `local_weights` at init; the forward only writes into them under
     no_grad and clears the leaf's old gradient, which torch.compile traces into the one graph. Creating the leaf
     inside the forward (`rows.detach().requires_grad_()`) cannot be traced: it split the compiled TRM forward
-    into 7 graphs. An eager forward with a batch size or device the leaf does not have reserves it itself (under
-    torch.compile that would be a graph break, so reserve first).
+    into 7 graphs. An eager forward with a batch size, device or dtype the leaf does not have reserves it
+    itself (under torch.compile that would be a graph break, so reserve first).
     """
 
     def __init__(self, num_ids: int, dim: int):
@@ -195,10 +195,11 @@ class PuzzleEmbedding(nn.Module):
         self.last_ids: torch.Tensor | None = None
 
     def _fits(self, batch_size: int) -> bool:
-        return self._rows is not None and self._rows.shape[0] == batch_size and self._rows.device == self.weight.device
+        rows, w = self._rows, self.weight
+        return rows is not None and rows.shape[0] == batch_size and (rows.device, rows.dtype) == (w.device, w.dtype)
 
     def reserve(self, batch_size: int) -> None:
-        """Allocate the grad leaf for `batch_size` slots on the weight's device (no-op if it already fits).
+        """Allocate the grad leaf for `batch_size` slots, on the weight's device and dtype (no-op if it fits).
         Skipped in inference mode, where a leaf could not take part in a later backward."""
         if self._fits(batch_size) or torch.is_inference_mode_enabled():
             return
@@ -308,7 +309,12 @@ class TRM(nn.Module):
         with torch.no_grad():  # q ~ sigmoid(-5): start far from halting
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5.0)
-        # fixed initial y, z (TRM's H_init, L_init): not trained, but saved since they are random
+        # fixed initial y, z (TRM's H_init, L_init): not trained, but saved since they are random.
+        # Kept fp32 and cast at refill, where TRM samples and stores them in the forward dtype (bf16 on GPU).
+        # Deliberately: with the same values both give the same bits (a bf16 value is exact in fp32, and the
+        # refill cast rounds as TRM's load-time copy into bf16 does, both ways; tested), and a bit-identical
+        # *random* init is out of reach anyway: TRM draws every weight under torch.device("cuda") from the CUDA
+        # generator in its own module order, we draw on CPU, so a seed gives the same init on every device.
         self.register_buffer("y_init", trunc_normal_(torch.empty(D), std=1.0))
         self.register_buffer("z_init", trunc_normal_(torch.empty(D), std=1.0))
 

@@ -1,7 +1,7 @@
 """Optimizers and schedules of the TRM recipe (spec §1.6), in plain torch.
 
-- `AdamATan2`: the main optimizer in TRM's code (package `adam-atan2`, a CUDA-only extension; re-done here so it
-  runs on CPU and as a DeepSpeed client optimizer). Adam with atan2 in place of m / (sqrt(v) + eps).
+- `AdamATan2`: the main optimizer in TRM's code (package `adam-atan2` 0.0.3, a CUDA-only extension; re-done here so
+  it runs on CPU and as a DeepSpeed client optimizer). Adam with atan2 in place of m / (sqrt(v) + eps).
 - `SignSGD`: the puzzle-embedding buffer's optimizer (TRM's CastedSparseEmbeddingSignSGD_Distributed).
 - `lr_at`: linear warmup then cosine to `min_ratio` (TRM uses min_ratio 1.0: constant after warmup).
 - `EMA`: exponential moving average of the trainable parameters; evaluation and export use it.

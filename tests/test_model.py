@@ -172,6 +172,23 @@ def test_bfloat16_compute_path_on_cpu():
     assert TRM(TRMConfig(**TINY)).compute_dtype == torch.float32  # auto on CPU
 
 
+def test_fp32_y_z_init_give_the_reference_bf16_bits():
+    """TRM stores H_init / L_init in bf16; we keep fp32 and cast at refill. Loading TRM's bf16 buffers is exact and
+    the refilled carry holds exactly their bits; exporting ours to a bf16 buffer rounds as our refill does."""
+    torch.manual_seed(0)
+    model = TRM(TRMConfig(forward_dtype="bfloat16", **TINY))
+    reference = {k: trunc_normal_(torch.empty(32), std=1.0).bfloat16() for k in ("y_init", "z_init")}
+    model.load_state_dict({**model.state_dict(), **reference})
+    assert model.y_init.dtype == torch.float32 and torch.equal(model.y_init.bfloat16(), reference["y_init"])
+    carry = model.initial_carry(2)
+    out = refill(carry, make_batch(2), model.y_init, model.z_init)  # all slots halted: all refilled
+    assert out.y.dtype == torch.bfloat16
+    assert torch.equal(out.y, reference["y_init"].expand(2, 97, 32)) and torch.equal(out.z[1, 5], reference["z_init"])
+    fresh = TRM(TRMConfig(forward_dtype="bfloat16", **TINY))  # the other way: our fp32 init into a bf16 buffer
+    exported = torch.empty(32, dtype=torch.bfloat16).copy_(fresh.y_init)
+    assert torch.equal(refill(carry, make_batch(2), fresh.y_init, fresh.z_init).y[0, 0], exported)
+
+
 def test_refill_resets_halted_slots_and_keeps_the_others():
     B, L, D = 4, 97, 8
     old = make_batch(B, seed=1)

@@ -153,7 +153,7 @@ def test_puzzle_rows_leaf_is_reserved_outside_the_forward_and_fresh_each_step():
     out.logits.float().square().sum().backward()
     assert model.puzzle_emb.last_rows is leaf and torch.equal(leaf.detach(), model.puzzle_emb.weight.expand(3, -1))
     fresh = copy.deepcopy(model)
-    fresh.puzzle_emb._rows.grad = None  # the reference: step 2's gradient alone
+    fresh.puzzle_emb._rows.grad = None  # the expected value: step 2's gradient alone
     grads = []
     for m in (model, fresh):
         _, out = m(carry, make_batch(3, seed=1), depth=(1, 1))

@@ -1,4 +1,4 @@
-"""A real single-node SLURM cluster on localhost, for tests: munged + slurmctld + slurmd from Debian's packages.
+"""A real SLURM cluster on localhost for tests: munged + slurmctld + one slurmd per node (Debian's packages).
 
     with LocalSlurmCluster(gpus=2) as cluster:             # or the `slurm_cluster` fixture below
         subprocess.run(["sbatch", "--gpus=1", "--wrap", "nvidia-smi || true"], env=cluster.env)

@@ -1,9 +1,11 @@
-"""The pipeline on a real (throw-away, single-node, fake-GPU) SLURM cluster: tests/slurm_cluster.py.
+"""The pipeline on a real (throw-away, 2 slurmd on localhost, fake-GPU) SLURM cluster: tests/slurm_cluster.py.
 
 (a) the cluster schedules a `--gpus=1` batch job; (b) a small workflow runs through `--executor slurm` with
 profiles/slurm plus the test overrides; (c) a training job killed under SLURM (scancel -> Snakemake retry, or
 `scontrol requeue` -> SLURM restarts the same job) resumes from its last checkpoint and ends bit-identical to an
-uninterrupted run; (d) the project's `.test` pipeline end to end through the slurm executor.
+uninterrupted run; (d) the project's `.test` pipeline end to end through the slurm executor (grouped data jobs,
+sharded evaluation); (e) data-parallel training over 2 nodes x 1 task and 1 node x 2 tasks (srun + c10d
+rendezvous) equal to 2 ranks under torchrun --standalone.
 
 Skipped when SLURM is not installed, unless CGAR_REQUIRE_SLURM=1 (CI), see `.ci/slurm_setup.sh`.
 """

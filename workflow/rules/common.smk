@@ -126,7 +126,7 @@ def launcher(wildcards, resources, threads) -> str:
     try:
         return launch_prefix(resources, threads)
     except ValueError as e:
-        raise WorkflowError(f"rule resources of {wildcards}: {e}")
+        raise WorkflowError(f"resources of the job for {wildcards}: {e}")
 
 
 # ---------------------------------------------------------------- sharded evaluation

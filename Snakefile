@@ -23,6 +23,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/flops.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/evaluate_shards.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -153,13 +153,18 @@ class Checkpointer:
             shutil.rmtree(trash, ignore_errors=True)
 
     def load(self, engine, rank: int) -> tuple[dict, dict] | None:
-        """Load the newest complete checkpoint into `engine`; returns (shared_state, rank_state) or None."""
+        """Load the newest complete checkpoint into `engine`; returns (shared_state, rank_state) or None.
+        Only a run with the world size that wrote it may resume it (checked before anything is loaded)."""
         tag = self.latest_tag()
         if tag is None:
             return None
+        saved = len(list((self.root / tag).glob("rank*.pt")))  # one per rank of the run that wrote it
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        if saved != world:  # each rank resumes its own slice of the batch, carry and data stream
+            raise DataError(self.root / tag, f"written by a run with {saved} ranks, but this run has {world}; "
+                            "resume with the same world size (nodes x tasks per node x GPUs per task), or delete "
+                            f"{self.root} to start over")
         rank_file = self.root / tag / f"rank{rank}.pt"
-        if not rank_file.is_file():
-            raise DataError(rank_file, "missing: the checkpoint was written by a run with fewer ranks")
         try:
             path, shared = engine.load_checkpoint(str(self.root), tag=tag)
             rank_state = torch.load(rank_file, map_location="cpu", weights_only=False)

@@ -291,14 +291,20 @@ def read_table(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-def write_outputs(out_dir: Path, stem: str, res: Results, ratings, sources, info: dict) -> dict:
-    """<stem>.parquet and <stem>.json (both atomic); returns the json record."""
+def write_outputs(out_dir: Path, stem: str, res: Results, ratings, sources, info: dict,
+                  metrics: bool = True) -> dict:
+    """<stem>.parquet and <stem>.json (both atomic; without metrics: the info only, as a shard writes it);
+    returns the json record."""
     import pyarrow.parquet as pq
 
     with atomic_write(out_dir / f"{stem}.parquet") as f:
         pq.write_table(to_arrow(res, ratings, sources), f)
     ex = res.example
-    record = {**info, "num_puzzles": int(res.n),
+    record = {**info, "num_puzzles": int(res.n)}
+    if not metrics:
+        atomic_write_json(out_dir / f"{stem}.json", record)
+        return record
+    record = {**record,
               "definitions": {"halting_accuracy": HALTING_ACCURACY_DEFINITION,
                               "rating_buckets": [name for *_, name in RATING_BINS]},
               **summarize_all(res.cells, res.n_cells, res.q_halt, res.steps_run,
@@ -320,10 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", default="full", choices=("full", "act"),
                     help="full: 16 steps for every puzzle (paper protocol, ACT derived); act: stop halted puzzles")
     ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N puzzles (smoke runs)")
+    ap.add_argument("--shard", default=None, metavar="I/K",
+                    help="evaluate only shard I of K (whole batches) into <stem>.shardIofK.*; cgar.eval_shards merges")
     a = ap.parse_args(argv)
     from cgar.engine import compute_init
+    from cgar.eval_shards import parse_shard, shard_range, shard_stem
 
     try:
+        shard = parse_shard(a.shard) if a.shard else None
         payload = read_checkpoint(a.checkpoint)  # fail before starting ranks and a process group
         split = load_split(a.data, a.split)
         ratings, sources = sidecars(split)
@@ -331,12 +341,13 @@ def main(argv: list[str] | None = None) -> int:
         if a.batch_size % rt.world:
             raise DataError("--batch-size", f"{a.batch_size} is not divisible by the {rt.world} ranks")
         model = build_model(payload, a.checkpoint, rt.device)
-        stop = split.num_examples if a.limit is None else min(a.limit, split.num_examples)
-        n_local = local_count(stop, a.batch_size, rt.rank, rt.world)
+        total = split.num_examples if a.limit is None else min(a.limit, split.num_examples)
+        start, stop = shard_range(total, a.batch_size, *shard) if shard else (0, total)
+        n_local = local_count(stop - start, a.batch_size, rt.rank, rt.world)
         res = Results.empty(n_local, model.config.halt_max_steps)
         bar = tqdm(total=n_local, disable=not rt.is_main, desc=f"eval {a.mode} (rank 0)", unit="puzzle",
                    file=sys.stderr, mininterval=1.0)
-        batches = eval_batches(split, a.batch_size, rt.rank, rt.world, stop=stop)
+        batches = eval_batches(split, a.batch_size, rt.rank, rt.world, start=start, stop=stop)
         t0 = time.perf_counter()
         if a.mode == "full":
             evaluate_full(model, batches, res, bar)
@@ -346,15 +357,23 @@ def main(argv: list[str] | None = None) -> int:
         merged = gather(res)
         wall = time.perf_counter() - t0
         if merged is not None:
-            if merged.n != stop or (merged.example != np.arange(stop)).any():
-                raise RuntimeError(f"gathered {merged.n} puzzles, expected examples 0..{stop - 1} once each")
+            if merged.n != stop - start or (merged.example != np.arange(start, stop)).any():
+                raise RuntimeError(f"gathered {merged.n} puzzles, expected examples {start}..{stop - 1} once each")
             cfg = model.config
             info = {"checkpoint": str(a.checkpoint), "step": payload.get("step"), "weights": payload.get("weights"),
                     "data_dir": str(a.data), "split": a.split, "mode": a.mode, "max_steps": cfg.halt_max_steps,
                     "depth": [cfg.H_cycles, cfg.L_cycles], "batch_size": a.batch_size, "world_size": rt.world,
-                    "device": rt.device.type, "wall_s": round(wall, 3), "puzzles_per_s": round(stop / wall, 3),
+                    "device": rt.device.type, "wall_s": round(wall, 3),
+                    "puzzles_per_s": round((stop - start) / wall, 3),
                     "row_steps": int(merged.steps_run.astype(np.int64).sum())}
-            rec = write_outputs(a.out_dir, "eval" if a.mode == "full" else "eval_act", merged, ratings, sources, info)
+            stem = "eval" if a.mode == "full" else "eval_act"
+            if shard:  # per-puzzle rows only; the metrics are computed once, over all shards, by the merge
+                write_outputs(a.out_dir, shard_stem(stem, *shard), merged, ratings, sources,
+                              {**info, "shard": list(shard), "range": [start, stop], "num_examples": total},
+                              metrics=False)
+                print(f"shard {a.shard}: examples [{start}, {stop}) in {wall:.1f}s", flush=True)
+                return 0
+            rec = write_outputs(a.out_dir, stem, merged, ratings, sources, info)
             o = rec["overall"]
             print(f"{stop} puzzles in {wall:.1f}s ({stop / wall:.1f}/s): exact {o['exact_accuracy']}, "
                   f"ACT exact {o['act']['exact_accuracy']:.4f} at mean step {o['act']['mean_halt_step']:.2f}, "

@@ -1,9 +1,11 @@
-"""The pipeline on a real (throw-away, single-node, fake-GPU) SLURM cluster: tests/slurm_cluster.py.
+"""The pipeline on a real (throw-away, 2 slurmd on localhost, fake-GPU) SLURM cluster: tests/slurm_cluster.py.
 
 (a) the cluster schedules a `--gpus=1` batch job; (b) a small workflow runs through `--executor slurm` with
 profiles/slurm plus the test overrides; (c) a training job killed under SLURM (scancel -> Snakemake retry, or
 `scontrol requeue` -> SLURM restarts the same job) resumes from its last checkpoint and ends bit-identical to an
-uninterrupted run; (d) the project's `.test` pipeline end to end through the slurm executor.
+uninterrupted run; (d) the project's `.test` pipeline end to end through the slurm executor (grouped data jobs,
+sharded evaluation); (e) data-parallel training over 2 nodes x 1 task and 1 node x 2 tasks (srun + c10d
+rendezvous) equal to 2 ranks under torchrun --standalone.
 
 Skipped when SLURM is not installed, unless CGAR_REQUIRE_SLURM=1 (CI), see `.ci/slurm_setup.sh`.
 """
@@ -21,10 +23,12 @@ import pytest
 import torch
 import yaml
 
-from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the fixture)
+from tests.slurm_cluster import slurm_cluster_fixture
 from tests.conftest import final_state
 
 pytestmark = pytest.mark.slow
+# two slurmd on localhost (SLURM's multiple-slurmd emulation), 2 fake GPUs each: multi-node jobs really span nodes
+slurm_cluster = slurm_cluster_fixture(scope="module", gpus=2, nodes=2)
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "tests/data/slurm_smoke/Snakefile"
@@ -212,26 +216,89 @@ def test_killed_training_job_resumes_under_slurm(fault, slurm_cluster, data_dir,
         assert torch.equal(got[k], want[k]), k
 
 
+# ---------------------------------------------------------------------------------------------- (e)
+
+
+@pytest.mark.parametrize("nodes,tasks_per_node", [(2, 1), (1, 2)])
+def test_multinode_training_equals_two_ranks(nodes, tasks_per_node, slurm_cluster, data_dir, tmp_path):  # noqa: F811
+    """srun + one torchrun per task + c10d rendezvous on the first node (cgar.slurm_launch), over 2 nodes x 1 task
+    and 1 node x 2 tasks, ends bitwise equal to `torchrun --standalone --nproc_per_node 2`."""
+    env = job_env(slurm_cluster, tmp_path)
+    cfg = tiny_run_config(data_dir, epochs=8)  # 20 steps, a checkpoint at 10
+    (tmp_path / "ref.yaml").write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "cgar.train", "--config", str(tmp_path / "ref.yaml"), "--out", str(tmp_path / "ref")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "run.yaml").write_text(yaml.safe_dump(cfg))
+    t0 = time.monotonic()
+    rc, log = run_logged(snakemake_cmd(wd, SMOKE, "--config", f"run_config={wd / 'run.yaml'}", f"nodes={nodes}",
+                                       f"tasks_per_node={tasks_per_node}", "targets=[dist/model.pt]"),
+                         env, tmp_path / "snakemake.log")
+    train_log = (wd / "logs/train_dist.log").read_text() if (wd / "logs/train_dist.log").exists() else ""
+    print(f"{nodes} node(s) x {tasks_per_node} task(s) through SLURM: rc={rc} in {time.monotonic() - t0:.1f} s")
+    assert rc == 0, log[-4000:] + "\n--- train log:\n" + train_log[-3000:]
+    launch = re.search(r"slurm_launch: (srun .*)", train_log).group(1)
+    print("launched:", launch)
+    assert f"--nodes={nodes}" in launch and f"--ntasks-per-node={tasks_per_node}" in launch
+    assert "--rdzv-backend=c10d" in launch and "--rdzv-endpoint=127.0.0.1:" in launch
+    job_id = re.search(r"--rdzv-id=(\d+)", launch).group(1)
+    assert slurm_cluster.job_field(job_id, "NumNodes") == str(nodes)
+    assert "(2 rank(s)" in train_log
+    want, want_recs = final_state(tmp_path / "ref")
+    got, got_recs = final_state(wd / "dist")
+    assert got_recs == want_recs
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+
+
 # ---------------------------------------------------------------------------------------------- (d)
 
 
 def test_dot_test_pipeline_through_slurm_executor(slurm_cluster, tmp_path):  # noqa: F811
-    """The project's CI config (.test/) end to end, every non-local rule as a SLURM job."""
+    """The project's CI config (.test/) end to end, every non-local rule as a SLURM job; here with 5 data chunks
+    (grouped into one sbatch by the profile) and evaluation in 2 shards per run (merged locally)."""
     wd = tmp_path / "test_copy"
     shutil.copytree(REPO / ".test", wd, ignore=shutil.ignore_patterns("results", "resources", "logs", "benchmarks",
                                                                         ".snakemake"))
+    cfg = yaml.safe_load((wd / "config/config.yaml").read_text())
+    cfg["data"]["generate"]["chunk_size"] = 20  # 100 puzzles -> 5 chunks
+    cfg["evaluate"]["shards"] = 2
+    (wd / "config/config.yaml").write_text(yaml.safe_dump(cfg))
     snakefile = REPO / "Snakefile"
     t0 = time.monotonic()
-    rc, log = run_logged(snakemake_cmd(wd, snakefile, "--configfile", str(wd / "config/config.yaml")),
+    rc, log = run_logged(snakemake_cmd(wd, snakefile, "--configfile", str(wd / "config/config.yaml"), "--cores", "2"),
                          job_env(slurm_cluster, tmp_path), tmp_path / "snakemake.log", timeout=540)
     print(f".test pipeline through SLURM: rc={rc} in {time.monotonic() - t0:.1f} s")
     assert rc == 0, log[-6000:]
-    # every data, training, FLOPs and evaluation job went through sbatch (only run_config and the report are local)
-    submitted = re.findall(r"has been submitted with SLURM jobid \d+ \(log: \S*/slurm_logs/rule_(\w+)/", log)
+    # every data, training, FLOPs and evaluation job went through sbatch (only run_config, the merges and the report
+    # are local); the 5 generate_chunk jobs as one group job (profile: groups + group-components generate=16)
+    submitted = re.findall(r"has been submitted with SLURM jobid \d+ \(log: \S*/slurm_logs/((?:rule|group)_\w+)/",
+                           log)
     per_rule = {rule: submitted.count(rule) for rule in set(submitted)}
-    for rule, n in {"generate_chunk": 2, "split": 1, "build_dataset": 1, "check_dataset": 1, "train": 4,
-                    "flops": 4, "evaluate": 4}.items():  # 4 experiments x 1 seed; more only if a job was retried
-        assert per_rule.get(rule, 0) >= n, per_rule
+    print(f"sbatch calls: {len(submitted)} in all, per rule/group: {per_rule}")
+    groups = {k: n for k, n in per_rule.items() if k.startswith("group_generate")}  # group_<group>_<rule>
+    assert sum(groups.values()) == 1 and "rule_generate_chunk" not in per_rule, per_rule
+    assert len(list(wd.glob("results/data/pool/chunk*.csv"))) == 5
+    for rule, n in {"split": 1, "build_dataset": 1, "check_dataset": 1, "train": 4, "flops": 4,
+                    "evaluate_shard": 8}.items():  # 4 experiments x 1 seed; more only if a job was retried
+        assert per_rule.get(f"rule_{rule}", 0) >= n, per_rule
+    assert "rule_evaluate" not in per_rule
+    # the merged evaluation equals an unsharded one of the same model (run here, from the same folder)
+    r = subprocess.run([sys.executable, "-m", "cgar.evaluate", "--checkpoint", "results/runs/cgar/seed0/model.pt",
+                        "--data", "results/data/dataset", "--out-dir", str(tmp_path / "unsharded"),
+                        "--batch-size", str(cfg["evaluate"]["batch_size"])],
+                       cwd=wd, env=job_env(slurm_cluster, tmp_path), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import pyarrow.parquet as pq
+
+    one = json.loads((tmp_path / "unsharded/eval.json").read_text())
+    merged = json.loads((wd / "results/runs/cgar/seed0/eval.json").read_text())
+    timing = ("wall_s", "puzzles_per_s")
+    assert {k: v for k, v in merged.items() if k not in timing} == {k: v for k, v in one.items() if k not in timing}
+    assert pq.read_table(wd / "results/runs/cgar/seed0/eval.parquet").equals(pq.read_table(tmp_path / "unsharded/eval.parquet"))
     from cgar.report import figure_files, table_files
 
     for f in table_files() + figure_files():

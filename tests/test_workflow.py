@@ -164,6 +164,41 @@ def test_gpus_per_job_follow_the_rule_resource():
     assert eval_cmds and all("--nproc_per_node 1 " in c for c in eval_cmds)  # evaluate keeps the config's 1
 
 
+def test_gpus_per_job_from_gres():
+    """The documented gres alternative (gpu: 0 + gres gpu:N or gpu:TYPE:N) starts as many ranks as `gpu` would."""
+    for gres in ("gpu:3", "gpu:a100:3"):
+        r = smk("-n", "-p", "--cores", "4", "--forceall", "--set-resources", "train:gpu=0", f"train:gres={gres}")
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, out[-3000:]
+        train_cmds = [ln for ln in out.splitlines() if "-m cgar.train" in ln]
+        assert len(train_cmds) == 12 and all("gpu_lock 3 -- torchrun --standalone --nproc_per_node 3 " in c
+                                             for c in train_cmds), train_cmds[:1]
+
+
+def test_multinode_and_sharded_dry_run(tmp_path):
+    """nodes_per_run x tasks_per_node > 1: srun + rendezvous launcher with GPUs per task from the per-node gres;
+    evaluate.shards: K shard jobs + one merge per run; a runtime over the partition cap stops the DAG build."""
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    cfg["resources"].update(nodes_per_run=2, tasks_per_node=1)
+    cfg["evaluate"]["shards"] = 4
+    (tmp_path / "mn.yaml").write_text(yaml.safe_dump(cfg))
+    r = smk("-n", "-p", "--workflow-profile", "profiles/slurm", "--forceall", "--configfile", tmp_path / "mn.yaml",
+            "--set-resources", "train:gpu=0", "train:gres=gpu:4", "train:cpus_per_gpu=8")
+    jobs = planned_jobs(r)
+    assert jobs["evaluate_shard"] == 12 * 4 and jobs["evaluate_merge"] == 12 and "evaluate" not in jobs
+    out = r.stdout + r.stderr
+    train_cmds = [ln for ln in out.splitlines() if "-m cgar.train" in ln]
+    assert len(train_cmds) == 12 and all(
+        "python -m cgar.slurm_launch --nodes 2 --tasks-per-node 1 --gpus-per-task 4 --cpus-per-task 32 -- -m cgar.train"
+        in c for c in train_cmds), train_cmds[:1]
+    assert "--shard 3/4" in out and "cgar.eval_shards" in out
+    cfg["resources"]["max_runtime_minutes"] = 600  # < train_runtime_minutes 960
+    (tmp_path / "cap.yaml").write_text(yaml.safe_dump(cfg))
+    r = smk("-n", "--forceall", "--configfile", tmp_path / "cap.yaml")
+    assert r.returncode != 0 and "resources.train_runtime_minutes=960 exceeds resources.max_runtime_minutes=600" in \
+        r.stdout + r.stderr
+
+
 def test_import_mode_stops_before_training_on_a_leak(tmp_path):
     """data.source: import with a test CSV holding a symmetry (transpose) of a train puzzle: the leak check
     fails and no training job starts."""

@@ -9,6 +9,7 @@ from snakemake.utils import validate
 
 from cgar.config import ConfigError, config_from_dict
 from cgar.report import FIGURES, TABLES
+from cgar.slurm_launch import capped_runtime, launch_prefix, sbatch_resources
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -69,26 +70,91 @@ def gpus_per_run() -> int:
 
 
 def train_runtime(wildcards, attempt) -> int:
-    """Minutes; each retry (timeout, preemption) asks for more, and resumes from the last checkpoint."""
-    return int(config["resources"]["train_runtime_minutes"]) * attempt
+    """Minutes; each retry (timeout, preemption) asks for more, up to resources.max_runtime_minutes (the
+    partition's limit), and resumes from the last checkpoint."""
+    return capped_runtime(
+        int(config["resources"]["train_runtime_minutes"]),
+        attempt,
+        config["resources"].get("max_runtime_minutes"),
+    )
 
 
 def eval_runtime(wildcards, attempt) -> int:
-    return int(config["resources"]["eval_runtime_minutes"]) * attempt
+    return capped_runtime(
+        int(config["resources"]["eval_runtime_minutes"]),
+        attempt,
+        config["resources"].get("max_runtime_minutes"),
+    )
 
 
-def launcher(wildcards, resources) -> str:
-    """torchrun over the job's `gpu` resource (DeepSpeed data parallel); one plain process on CPU.
+def _check_runtimes() -> None:
+    cap = config["resources"].get("max_runtime_minutes")
+    for key in ("train_runtime_minutes", "eval_runtime_minutes"):
+        if cap and config["resources"][key] > cap:
+            raise WorkflowError(
+                f"config: resources.{key}={config['resources'][key]} exceeds "
+                f"resources.max_runtime_minutes={cap} (the partition's time limit)"
+            )
+
+
+_check_runtimes()
+
+
+def nodes_per_run() -> int:
+    return int(config["resources"].get("nodes_per_run", 1))
+
+
+def tasks_per_node() -> int:
+    return int(config["resources"].get("tasks_per_node", 1))
+
+
+def multinode_resources() -> dict:
+    """The SLURM resources of a training job spanning resources.nodes_per_run x tasks_per_node tasks ({} for one)."""
+    return sbatch_resources(nodes_per_run(), tasks_per_node())
+
+
+def launcher(wildcards, resources, threads) -> str:
+    """How the job's ranks start (cgar.slurm_launch.launch_prefix): torchrun over the job's GPUs, taken from
+    whichever of `gpu` or `gres: gpu[:type]:N` it has; one plain process on CPU; srun + one torchrun per task
+    with a c10d rendezvous when the job spans several tasks (resources nodes / tasks_per_node).
 
     Read from the job's resources, not the config, so `--set-resources train:gpu=4` (or a profile) really
     starts 4 ranks; the global batch stays fixed, so results do not depend on it. cgar.gpu_lock picks free
     GPUs for the job and sets CUDA_VISIBLE_DEVICES (Snakemake only counts GPUs), so concurrent local jobs
     never share one; under SLURM it keeps the GPUs SLURM assigned.
     """
-    gpus = int(resources.gpu)
-    if gpus > 0:
-        return f"python -m cgar.gpu_lock {gpus} -- torchrun --standalone --nproc_per_node {gpus}"
-    return "python"
+    try:
+        return launch_prefix(resources, threads)
+    except ValueError as e:
+        raise WorkflowError(f"resources of the job for {wildcards}: {e}")
+
+
+# ---------------------------------------------------------------- sharded evaluation
+
+EVAL_SHARDS = int(config["evaluate"].get("shards", 1))
+# Evaluation outputs (stem) -> the checkpoint in the run folder they evaluate. The sharded rules
+# (evaluate_shards.smk) serve every stem listed here: shard a second checkpoint by adding it.
+EVAL_CHECKPOINTS = {"eval": "model.pt"}
+EVAL_SHARD = f"{RUN}/eval_shards/{{stem}}.shard{{shard}}of{EVAL_SHARDS}"  # cgar.eval_shards.shard_stem
+
+
+def eval_checkpoint(wildcards) -> str:
+    return f"results/runs/{wildcards.exp}/seed{wildcards.seed}/{EVAL_CHECKPOINTS[wildcards.stem]}"
+
+
+def eval_shard_tables(wildcards) -> list[str]:
+    """All K shard tables of one evaluation (their .json beside them), in shard order."""
+    return expand(
+        f"{EVAL_SHARD}.parquet",
+        exp=wildcards.exp,
+        seed=wildcards.seed,
+        stem=wildcards.stem,
+        shard=range(EVAL_SHARDS),
+    )
+
+
+def shard_arg(wildcards) -> str:
+    return f"{wildcards.shard}/{EVAL_SHARDS}"
 
 
 # ---------------------------------------------------------------- data sources
@@ -171,6 +237,15 @@ def all_outputs() -> list[str]:
 
 
 onstart:
+    if (
+        nodes_per_run() * tasks_per_node() > 1
+        and workflow.local_exec
+        and not workflow.dryrun
+    ):
+        raise WorkflowError(
+            f"resources.nodes_per_run={nodes_per_run()} x tasks_per_node={tasks_per_node()}: multi-task "
+            "training runs through SLURM (--workflow-profile profiles/slurm); for a local run set both to 1"
+        )
     # A paper-scale config on a machine without a GPU would start a multi-day CPU run: stop at once instead.
     if (
         config["resources"]["require_gpu"]

@@ -40,6 +40,7 @@ if not CACHED:
             "../envs/cgar.yaml"
         threads: max(1, gpus_per_run())
         resources:
+            **multinode_resources(),
             gpu=gpus_per_run(),
             mem_mb=config["resources"]["train_mem_mb"],
             runtime=train_runtime,

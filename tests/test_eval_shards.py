@@ -9,7 +9,7 @@ import pytest
 
 from cgar import eval_shards, evaluate
 from cgar.eval_shards import shard_range
-from tests.test_evaluate import N_TEST, checkpoint, data_dir  # noqa: F401  (fixtures)
+from tests.test_evaluate import N_TEST, _cli, checkpoint, data_dir  # noqa: F401  (fixtures)
 
 TIMING = ("wall_s", "puzzles_per_s")
 
@@ -27,28 +27,19 @@ def test_shard_ranges():
         eval_shards.parse_shard("2/2")
 
 
-@pytest.fixture
-def rank_env(monkeypatch):
-    """A single-process group per in-process CLI call (compute_init reads these; monkeypatch restores them)."""
-    from cgar.engine import _free_port
-
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    for k, v in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1").items():
-        monkeypatch.setenv(k, v)
-    return lambda: monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+def _evaluate(args, tmp_path):
+    """The evaluate CLI in its own process (with a timeout): an in-process call would tear down the default process
+    group, which DeepSpeed's communication backend of later tests in this session still refers to."""
+    r = _cli(args, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
-def _evaluate(args, rank_env):
-    rank_env()
-    assert evaluate.main([str(a) for a in args]) == 0
-
-
-def test_sharded_equals_unsharded(data_dir, checkpoint, tmp_path, rank_env):  # noqa: F811
+def test_sharded_equals_unsharded(data_dir, checkpoint, tmp_path):  # noqa: F811
     common = ["--checkpoint", checkpoint, "--data", data_dir, "--batch-size", 4, "--device", "cpu"]
-    _evaluate(common + ["--out-dir", tmp_path / "one"], rank_env)
+    _evaluate(common + ["--out-dir", tmp_path / "one"], tmp_path)
     k = 3
     for i in range(k):
-        _evaluate(common + ["--out-dir", tmp_path / "shards", "--shard", f"{i}/{k}"], rank_env)
+        _evaluate(common + ["--out-dir", tmp_path / "shards", "--shard", f"{i}/{k}"], tmp_path)
     tables = [tmp_path / "shards" / f"eval.shard{i}of{k}.parquet" for i in range(k)]
     assert [json.loads(t.with_suffix(".json").read_text())["range"] for t in tables] == [[0, 4], [4, 8], [8, N_TEST]]
     assert eval_shards.main([*map(str, tables), "--data", str(data_dir), "--out-dir", str(tmp_path / "merged")]) == 0

@@ -86,20 +86,49 @@ class RunConfig:
     hsw: HSWSection = field(default_factory=HSWSection)
 
     def __post_init__(self):
+        m, t = self.model, self.train
+        for key in ("hidden_size", "num_heads", "n_layers", "H_cycles", "L_cycles", "halt_max_steps",
+                    "puzzle_emb_len"):
+            _check(getattr(m, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(m, key)}")
+        _check(m.hidden_size % m.num_heads == 0, "model.hidden_size",
+               f"{m.hidden_size} is not divisible by model.num_heads ({m.num_heads})")
+        _check(m.expansion > 0, "model.expansion", f"must be > 0, got {m.expansion}")
+        _check(0.0 <= m.halt_exploration_prob <= 1.0, "model.halt_exploration_prob", "must be in [0, 1]")
+        for key in ("epochs", "epochs_per_iter", "checkpoint_every", "log_every"):
+            _check(getattr(t, key) >= 1, f"train.{key}", f"must be >= 1, got {getattr(t, key)}")
+        _check(t.max_steps is None or t.max_steps >= 1, "train.max_steps", "must be >= 1 (or null: no limit)")
+        for key in ("lr", "puzzle_emb_lr"):
+            _check(getattr(t, key) > 0, f"train.{key}", f"must be > 0, got {getattr(t, key)}")
+        _check(0.0 <= t.ema_rate < 1.0, "train.ema_rate", f"must be in [0, 1), got {t.ema_rate}")
+        _check(0.0 <= t.lr_min_ratio <= 1.0, "train.lr_min_ratio", "must be in [0, 1]")
+        _check(t.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must be >= 0")
+        _check(t.gradient_clipping >= 0, "train.gradient_clipping", "must be >= 0 (0 = no clipping)")
+        for key in ("beta1", "beta2"):
+            _check(0.0 <= getattr(t, key) < 1.0, f"train.{key}", "must be in [0, 1)")
         _check(self.train.optimizer in ("adam_atan2", "adamw"), "train.optimizer", "must be adam_atan2 or adamw")
         _check(self.train.device in ("auto", "cpu", "cuda"), "train.device", "must be auto, cpu or cuda")
         _check(self.hsw.mode in ("paper", "released"), "hsw.mode", "must be paper or released")
         _check(0.0 < self.hsw.decay <= 1.0, "hsw.decay", "must be in (0, 1]")
         _check(self.train.zero_stage in (0, 1, 2), "train.zero_stage", "must be 0, 1 or 2")
         _check(self.train.global_batch_size > 0, "train.global_batch_size", "must be positive")
-        _check(self.train.epochs % self.train.epochs_per_iter == 0, "train.epochs",
+        _check(t.epochs % t.epochs_per_iter == 0, "train.epochs",
                f"must be a multiple of train.epochs_per_iter ({self.train.epochs_per_iter})")
         _check(self.model.forward_dtype in ("auto", "float32", "bfloat16"), "model.forward_dtype",
                "must be auto, float32 or bfloat16")
         starts = [s[0] for s in self.pdc.stages]
         _check(bool(starts) and starts[0] == 0.0 and starts == sorted(starts), "pdc.stages",
                "must start at progress 0.0 and be sorted by progress")
-        _check(all(t >= 1 and n >= 1 for _, t, n in self.pdc.stages), "pdc.stages", "T and n must be >= 1")
+        _check(all(T >= 1 and n >= 1 for _, T, n in self.pdc.stages), "pdc.stages", "T and n must be >= 1")
+        _check(all(s < 1.0 for s in starts), "pdc.stages", "every stage must start at progress < 1.0")
+        deeper = [(T, n) for _, T, n in self.pdc.stages if T > m.H_cycles or n > m.L_cycles] * self.pdc.enabled
+        _check(not deeper, "pdc.stages", f"stage depth {deeper[:1]} exceeds the model's full depth "
+               f"(model.H_cycles, model.L_cycles) = ({m.H_cycles}, {m.L_cycles}), which evaluation uses")
+
+
+def check_world_size(cfg: RunConfig, world: int) -> None:
+    """The global batch is split evenly over the ranks (DeepSpeed's micro batch = global / world)."""
+    _check(cfg.train.global_batch_size % world == 0, "train.global_batch_size",
+           f"{cfg.train.global_batch_size} is not divisible by the {world} ranks of this run")
 
 
 def _check(ok: bool, key: str, message: str) -> None:

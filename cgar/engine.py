@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from cgar import ds_ops
+from cgar.config import ConfigError
 from cgar.io_utils import DataError, atomic_write_text
 
 
@@ -48,13 +50,19 @@ def compute_init(device: str = "auto") -> Runtime:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+            raise ConfigError("train.device: 'cuda' requested but no GPU is visible (torch.cuda.is_available() "
+                              "is False); use auto or cpu")
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
     else:
         dev = torch.device("cpu")
     import deepspeed
 
+    ds_ops.skip_shm_comm_build()  # no JIT build (and no build lock) at run time; see cgar/ds_ops.py
+    stale = ds_ops.stale_build_locks(ds_ops.extensions_root())
+    if stale:
+        raise DataError(stale[0], "stale torch extensions build lock: no live process holds it (a build was "
+                        "killed), and any DeepSpeed op build would wait for it for ever; delete it")
     deepspeed.init_distributed(dist_backend="nccl" if dev.type == "cuda" else "gloo")
     return Runtime(rank, world, local_rank, dev)
 
@@ -117,8 +125,15 @@ class Checkpointer:
         if rank == 0:
             shutil.rmtree(self.root / tmp_tag, ignore_errors=True)
         barrier()
-        engine.save_checkpoint(str(self.root), tag=tmp_tag, client_state=shared_state, save_latest=False)
-        torch.save(rank_state, self.root / tmp_tag / f"rank{rank}.pt")
+        try:
+            engine.save_checkpoint(str(self.root), tag=tmp_tag, client_state=shared_state, save_latest=False)
+            torch.save(rank_state, self.root / tmp_tag / f"rank{rank}.pt")
+        except (OSError, RuntimeError) as e:  # disk full: torch.save reports it as RuntimeError
+            shutil.rmtree(self.root / tmp_tag, ignore_errors=True)
+            latest = self.latest_tag()
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+            raise DataError(self.root / tmp_tag, f"cannot write checkpoint ({reason}); removed it. Free space and "
+                            f"rerun: training resumes from {latest or 'step 0'}") from None
         barrier()
         if rank == 0:
             final = self.root / tag
@@ -136,21 +151,6 @@ class Checkpointer:
                 shutil.rmtree(self.root / old, ignore_errors=True)
         for stale in self.root.glob(".tmp-step*"):  # left by a run killed mid-save
             shutil.rmtree(stale, ignore_errors=True)
-
-    def discard(self) -> None:
-        """Delete every checkpoint once the run's outputs are written (rank 0 only).
-
-        A finished run never resumes, and a leftover checkpoint would hijack the next run in the same folder:
-        Snakemake reruns a job whose experiment, code_version or dataset changed, and that run must start fresh,
-        not resume near the end of the old one (or refuse a changed config). The folder is renamed first, so a
-        kill midway leaves either the whole checkpoint folder (the rerun resumes and rewrites the same outputs)
-        or none of it; a half-deleted leftover under the other name is removed here next time.
-        """
-        trash = self.root.with_name(self.root.name + ".discarded")
-        shutil.rmtree(trash, ignore_errors=True)
-        if self.root.exists():
-            os.replace(self.root, trash)
-            shutil.rmtree(trash, ignore_errors=True)
 
     def load(self, engine, rank: int) -> tuple[dict, dict] | None:
         """Load the newest complete checkpoint into `engine`; returns (shared_state, rank_state) or None.

@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -29,12 +30,14 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
-from cgar.config import ConfigError, RunConfig, config_to_dict, load_config
+from cgar import run_dir
+from cgar.config import ConfigError, RunConfig, check_world_size, config_to_dict, load_config
 from cgar.curriculum import depth_at, hsw_weight
+from cgar.data.build import verify_split_files
 from cgar.data.loader import TrainStream, load_split
 from cgar.engine import Checkpointer, Runtime, compute_init, ds_config, print0
 from cgar.flops import step_flops
-from cgar.io_utils import DataError, atomic_write, atomic_write_json
+from cgar.io_utils import DataError, atomic_directory, atomic_write, atomic_write_json
 from cgar.losses import act_loss, reduce_metrics
 from cgar.model import TRM, Carry, TRMConfig, draw_min_halt_steps
 from cgar.optim import EMA, SignSGD, lr_at, make_optimizer, set_lr
@@ -224,23 +227,22 @@ class Trainer:
         bar.close()
         if log:
             log.close()
-            with atomic_write(self.out / "metrics.jsonl", "wb") as f:
-                f.write(metrics_path.read_bytes())
-        self.export()
-        if self.rt.is_main:  # outputs complete: a rerun in this folder must start fresh (Checkpointer.discard)
-            self.ckpt.discard()
+        if self.rt.is_main:  # ckpt/final/ first (what a rerun re-exports), then the outputs, then the rest goes
+            with atomic_directory(run_dir.final_dir(self.out)) as final:
+                self.export(final / "model.pt")
+                shutil.copyfile(metrics_path, final / "metrics.jsonl")
+            run_dir.publish_final(self.out)
+            run_dir.prune_checkpoints(self.out)
+            print0(f"wrote {self.out / 'model.pt'} and metrics.jsonl (EMA weights, step {self.step})")
 
-    def export(self) -> None:
+    def export(self, path: Path) -> None:
         """model.pt: EMA weights + buffers, the model config and the run config (what evaluation loads)."""
-        if not self.rt.is_main:
-            return
         with self.ema.swapped(self.model):
             state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         payload = {"model_config": dataclasses.asdict(self.mcfg), "run_config": config_to_dict(self.cfg),
                    "state_dict": state, "step": self.step, "weights": "ema"}
-        with atomic_write(self.out / "model.pt") as f:
+        with atomic_write(path) as f:
             torch.save(payload, f)
-        print0(f"wrote {self.out / 'model.pt'} (EMA weights, step {self.step})")
 
 
 def shutdown() -> None:
@@ -260,24 +262,49 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def _broadcast_from_main(value: bool) -> bool:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cgar.train", description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, required=True, help="run config YAML (see cgar/config.py)")
     ap.add_argument("--out", type=Path, required=True, help="run directory; an existing checkpoint there resumes")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set train.seed=1 --set pdc.enabled=true")
+    ap.add_argument("--code-version", default="",
+                    help="the pipeline's code_version: part of the run tag, so new code never resumes old state")
     a = ap.parse_args(argv)
+    lock = None
     try:
         cfg = load_config(a.config, parse_overrides(a.set))
+        check_world_size(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+        finished = False
+        if int(os.environ.get("RANK", "0")) == 0:  # before anything is written: lock, then compare, then write
+            lock = run_dir.RunLock(a.out).acquire()
+            verify_split_files(cfg.data_dir, "train")
+            tag = run_dir.run_tag(config_to_dict(cfg), a.code_version, cfg.data_dir)
+            finished = run_dir.prepare(a.out, tag, log=print0)
         rt = compute_init(cfg.train.device)
-        a.out.mkdir(parents=True, exist_ok=True)
         if rt.is_main:
             atomic_write_json(a.out / "run_config.json", config_to_dict(cfg))
-        Trainer(cfg, a.out, rt).run()
+        if _broadcast_from_main(finished):
+            if rt.is_main:
+                run_dir.publish_final(a.out)
+                print0(f"{a.out}: this run already finished (ckpt/final/, same run tag); re-exported its outputs")
+        else:
+            Trainer(cfg, a.out, rt).run()
         shutdown()  # success path only: a failing rank must exit, so that torchrun stops the others
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if lock:
+            lock.release()
     return 0
 
 

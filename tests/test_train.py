@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from cgar.config import config_from_dict
+from cgar.config import config_from_dict, config_to_dict
 from cgar.engine import compute_init
 from cgar.train import Trainer, depth_for, total_steps
 from tests.conftest import final_state
@@ -117,12 +117,22 @@ def test_one_rank_equals_two_ranks(data_dir, tmp_path):
         assert rb["lm_loss"] == pytest.approx(ra["lm_loss"], rel=1e-4)
 
 
-def test_config_mismatch_on_resume_is_refused(data_dir, tmp_path):
+def test_crash_then_edited_config_moves_the_checkpoint_aside(data_dir, tmp_path):
+    """Issue 11 items 2 and 4: a crashed run's ckpt/ of another model shape is moved to ckpt.stale-<tag>/ (not
+    refused, not reported as corrupt), run_config.json is rewritten only once the run may go on, and it starts at 0."""
     cfg = run_config(data_dir, train={"epochs": 4, "checkpoint_every": 5})
-    assert _train_cli(cfg, tmp_path / "r", tmp_path, env_extra={"CGAR_FAULT_KILL_AT_STEP": "6"}).returncode == -9
-    cfg["train"]["lr"] = 1e-2
-    res = _train_cli(cfg, tmp_path / "r", tmp_path)
-    assert res.returncode == 2 and "different run config" in res.stderr
+    out = tmp_path / "r"
+    assert _train_cli(cfg, out, tmp_path, env_extra={"CGAR_FAULT_KILL_AT_STEP": "6"}).returncode == -9
+    old_tag = (out / "ckpt/run_tag").read_text().strip()
+    assert (out / "ckpt/step0000005").is_dir()
+    assert json.loads((out / "run_config.json").read_text()) == config_to_dict(config_from_dict(cfg))
+    cfg["model"]["hidden_size"] = 64  # another model shape: the old checkpoint cannot even be loaded
+    res = _train_cli(cfg, out, tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"moved it to {out}/ckpt.stale-{old_tag}" in res.stdout and "starting step 0/10" in res.stdout
+    assert (out / f"ckpt.stale-{old_tag}/step0000005").is_dir()  # the old state is kept aside, not deleted
+    assert json.loads((out / "run_config.json").read_text())["model"]["hidden_size"] == 64
+    assert torch.load(out / "model.pt", weights_only=False)["model_config"]["hidden_size"] == 64
 
 
 def test_zero_stages_1_and_2_match_stage_0(data_dir, tmp_path):

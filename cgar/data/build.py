@@ -274,14 +274,21 @@ def build_dataset(
     return manifest
 
 
-def verify_manifest(data_dir: str | os.PathLike) -> dict:
-    """Recompute every file's sha256 against manifest.json; raise DataError naming the first mismatch."""
+def verify_manifest(data_dir: str | os.PathLike, split: str | None = None) -> dict:
+    """Recompute every file's sha256 (only those of `split`, if given) against manifest.json; raise DataError
+    naming the first mismatch."""
     data_dir = Path(data_dir)
     mpath = data_dir / "manifest.json"
     if not mpath.is_file():
         raise DataError(mpath, "missing manifest.json: not a dataset built by `python -m cgar.data build`")
-    manifest = json.loads(mpath.read_text())
-    for rel, entry in manifest["files"].items():
+    try:
+        manifest = json.loads(mpath.read_text())
+        files = manifest["files"].items()
+    except (json.JSONDecodeError, KeyError, AttributeError) as e:
+        raise DataError(mpath, f"not a valid manifest ({type(e).__name__}: {e})") from None
+    for rel, entry in files:
+        if split is not None and not rel.startswith(f"{split}/"):
+            continue
         p = data_dir / rel
         if not p.is_file():
             raise DataError(p, "listed in manifest.json but missing")
@@ -289,3 +296,10 @@ def verify_manifest(data_dir: str | os.PathLike) -> dict:
         if digest != entry["sha256"]:
             raise DataError(p, f"sha256 {digest[:12]}... does not match manifest.json ({entry['sha256'][:12]}...)")
     return manifest
+
+
+def verify_split_files(data_dir: str | os.PathLike, split: str) -> None:
+    """What train/evaluate check before reading a split: its files still have the manifest's sha256 (a dataset
+    changed after check_dataset ran). Datasets built by HRM/TRM's own script have no manifest; they are skipped."""
+    if (Path(data_dir) / "manifest.json").is_file():
+        verify_manifest(data_dir, split)

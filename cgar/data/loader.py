@@ -25,6 +25,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from cgar.config import ConfigError
 from cgar.io_utils import DataError
 
 IGNORE_LABEL_ID = -100
@@ -115,8 +116,8 @@ class TrainStream:
         self.local = _local_slice(global_batch, rank, world)
         self.batches_per_iter = (epochs_per_iter * split.num_groups) // global_batch
         if self.batches_per_iter == 0:
-            raise ValueError(
-                f"global batch {global_batch} exceeds the {epochs_per_iter} x {split.num_groups} examples of one "
+            raise ConfigError(
+                f"train.global_batch_size: {global_batch} exceeds the {epochs_per_iter} x {split.num_groups} examples of one "
                 f"iteration of {split.path}; raise epochs_per_iter or lower the batch size"
             )
         self.iteration, self.batch = 1, 0  # TRM counts iterations from 1 (Philox(seed + 1) first)

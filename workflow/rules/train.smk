@@ -1,7 +1,9 @@
 # Training: one job per experiment x seed, each a DeepSpeed run under torchrun (or one CPU process).
 # The DeepSpeed checkpoint directory ckpt/ is deliberately NOT an output: a failed, retried or requeued
-# job finds it and resumes from the last checkpoint instead of starting over. A run that finishes deletes
-# it, so a rerun (edited experiment, new code_version or dataset) starts fresh.
+# job finds it and resumes from the last checkpoint instead of starting over. It is tagged with a hash of the
+# run config, code_version and dataset manifest (cgar/run_dir.py): a rerun of another tag (edited experiment,
+# new code or data) moves it aside and starts fresh; a finished run keeps only ckpt/final/ (its outputs), so
+# a job Snakemake rejected after it finished (Ctrl-C) is re-exported by the rerun, not retrained.
 
 if not CACHED:
 
@@ -49,4 +51,5 @@ if not CACHED:
             launcher=launcher,
             code_version=CGAR_CODE_VERSION,
         shell:
-            "{params.launcher} -m cgar.train --config {input.config} --out {params.out} > {log} 2>&1"
+            "{params.launcher} -m cgar.train --config {input.config} --out {params.out} "
+            "--code-version {params.code_version} > {log} 2>&1"

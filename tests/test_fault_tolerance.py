@@ -13,7 +13,7 @@ Kill points (one chained run; every restart continues the previous one):
   4. while DeepSpeed writes the model/optimizer states of a checkpoint (mp_rank_00_model_states.pt half written)
   5. between steps (CGAR_FAULT_KILL_AT_STEP=47)
   6. at start-up of a restart, while writing run_config.json (half written)
-  7. while exporting the final model.pt (half written, after metrics.jsonl was published)
+  7. while exporting the final model.pt into ckpt/final/ (half written; nothing is published yet)
 Then five SIGKILLs at seeded random wall-clock times (wherever they land), restart after each, same end.
 Separately: a truncated last line in the live metrics log (what a node crash mid-append can leave; a SIGKILL cannot
 split the single small write) is dropped on resume.
@@ -70,6 +70,14 @@ if kind in ("ckpt_rank_file", "ckpt_ds_file", "export"):
             half_write(name, buf.getvalue())
         return real_save(obj, f, *a, **k)
     torch.save = save
+elif kind == "enospc":  # disk full while writing the per-rank file of checkpoint `arg`
+    import errno
+    real_save = torch.save
+    def save(obj, f, *a, **k):
+        if f"/.tmp-{arg}/rank0.pt" in os.fspath(f):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(f))
+        return real_save(obj, f, *a, **k)
+    torch.save = save
 elif kind == "latest":
     import cgar.engine
     real_awt = cgar.engine.atomic_write_text
@@ -119,8 +127,8 @@ def run_config(data_dir, epochs=24) -> dict:
                       "lr_warmup_steps": 5, "checkpoint_every": 10, "log_every": 5, "device": "cpu", "seed": 0}}
 
 
-def train(cfg: dict, out: Path, fault: str = "", kill_at: int = 0,
-          kill_after: float | None = None) -> subprocess.CompletedProcess:
+def train(cfg: dict, out: Path, fault: str = "", kill_at: int = 0, kill_after: float | None = None,
+          env_extra: dict | None = None, args: tuple = ()) -> subprocess.CompletedProcess:
     """One training run (a restart when `out` holds a checkpoint); `kill_after`: SIGKILL after that many wall
     seconds, wherever the run is then (start-up, mid-step, mid-checkpoint), unless it has finished."""
     cfg_path = out.parent / f"{out.name}.yaml"
@@ -131,8 +139,9 @@ def train(cfg: dict, out: Path, fault: str = "", kill_at: int = 0,
     env.update(OMP_NUM_THREADS="1", CGAR_TEST_FAULT=fault, CGAR_TEST_OUT=str(out), PYTHONUNBUFFERED="1")
     if kill_at:
         env["CGAR_FAULT_KILL_AT_STEP"] = str(kill_at)
+    env.update(env_extra or {})
     t0 = time.monotonic()
-    cmd = [sys.executable, "-c", INJECT, "--config", str(cfg_path), "--out", str(out)]
+    cmd = [sys.executable, "-c", INJECT, "--config", str(cfg_path), "--out", str(out), *args]
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = p.communicate(timeout=300 if kill_after is None else kill_after)
@@ -179,7 +188,7 @@ CHAIN = [
     ("ckpt_ds_file:step0000030", 0, "step0000020", 20),  # 4. mid-write of DeepSpeed's model/optimizer file
     ("", 47, "step0000040", 40),                        # 5. between steps
     ("run_config", 0, "step0000040", 40),               # 6. at start-up, mid-write of run_config.json
-    ("export", 0, "step0000050", 50),                   # 7. mid-write of the final model.pt
+    ("export", 0, "step0000050", 50),                   # 7. mid-write of the final model.pt (in ckpt/final/)
 ]
 
 
@@ -326,3 +335,114 @@ def test_truncated_metrics_line_is_tolerated_on_resume(data_dir, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "resumed at step 10/20" in res.stdout
     assert [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()] == [5, 10, 15, 20]
+
+
+# ----------------------------------------------------------------------------- issue 11: run folders
+
+def test_finished_run_is_reexported_not_retrained(data_dir, tmp_path):
+    """Item 1: Snakemake deletes the outputs of a job it rejects after the training finished (Ctrl-C as the job
+    ended); the rerun with the same run tag copies them back from ckpt/final/ without a single step."""
+    cfg, out = run_config(data_dir, epochs=8), tmp_path / "run"
+    res = train(cfg, out)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["final", "run_tag"]  # step checkpoints pruned
+    first = {n: (out / n).read_bytes() for n in ("model.pt", "metrics.jsonl", "run_config.json")}
+    for name in first:
+        (out / name).unlink()
+    res = train(cfg, out)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "already finished" in res.stdout and "starting step" not in res.stdout
+    assert {n: (out / n).read_bytes() for n in first} == first
+    res = train(cfg, out, args=("--code-version", "99"))  # new code is another run: trained again, from step 0
+    assert res.returncode == 0 and "moved it to" in res.stdout and "starting step 0/20" in res.stdout, res.stdout
+
+
+def test_run_tag_covers_config_and_code_version(data_dir):
+    from cgar.run_dir import run_tag
+
+    cfg = run_config(data_dir, epochs=8)
+    assert run_tag(cfg, "1", data_dir) != run_tag(cfg, "2", data_dir) != run_tag({**cfg, "x": 1}, "2", data_dir)
+    assert run_tag(cfg, "2", data_dir) == run_tag(json.loads(json.dumps(cfg)), "2", data_dir)
+
+
+def test_second_writer_is_refused_naming_the_holder(data_dir, tmp_path):
+    """Item 3 (and 4): while another process holds <out>/.lock, a training exits 2 at once, names the holder's pid
+    and host, and writes nothing (run_config.json and ckpt/ untouched)."""
+    import socket
+
+    from cgar.run_dir import RunLock
+
+    cfg, out = run_config(data_dir, epochs=8), tmp_path / "run"
+    out.mkdir()
+    (out / "run_config.json").write_text("{}")
+    holder = RunLock(out).acquire()
+    try:
+        with pytest.raises(DataError, match=f"pid {os.getpid()} on host {socket.gethostname()}"):
+            RunLock(out).acquire()  # a second open file description conflicts even in the same process
+        res = train(cfg, out)
+    finally:
+        holder.release()
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0, res.stderr
+    assert f"{out}/.lock" in res.stderr and f"pid {os.getpid()} on host" in res.stderr
+    assert (out / "run_config.json").read_text() == "{}" and not (out / "ckpt").exists()
+    RunLock(out).acquire().release()  # released with the holder; a stale lock file blocks nobody
+
+
+def test_stale_extension_build_lock_fails_fast_and_no_op_is_built(data_dir, tmp_path):
+    """Item 5: nothing is JIT-built at start (an empty extensions dir stays empty), and a build lock left by a killed
+    build (no process holds it) stops the run at once, naming it, instead of a silent wait for ever."""
+    from cgar.ds_ops import stale_build_locks
+
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    res = train(run_config(data_dir, epochs=4), tmp_path / "run", env_extra={"TORCH_EXTENSIONS_DIR": str(ext)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert list(ext.iterdir()) == []  # deepspeed_shm_comm was not built
+    lock = ext / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir()
+    lock.touch()
+    with open(lock):  # held open, as torch's FileBaton does during a build: not stale
+        assert stale_build_locks(ext, ["deepspeed_shm_comm"]) == []
+    assert stale_build_locks(ext, ["deepspeed_shm_comm"]) == [lock]
+    t0 = time.monotonic()
+    res = train(run_config(data_dir, epochs=4), tmp_path / "run2", env_extra={"TORCH_EXTENSIONS_DIR": str(ext)})
+    assert res.returncode == 2 and f"{lock}: stale torch extensions build lock" in res.stderr, res.stderr[-2000:]
+    assert time.monotonic() - t0 < 120 and not (tmp_path / "run2/model.pt").exists()
+
+
+def test_outputs_honour_the_umask(data_dir, tmp_path):
+    """Item 6: files and folders are created as the umask allows (0644 / 0755 under 022), not 0600 / 0700."""
+    import stat
+
+    from cgar.io_utils import atomic_directory, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        with atomic_directory(tmp_path / "d") as d:
+            (d / "f").write_text("y")
+        assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+        assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "b.txt", "x")
+        assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+    res = train(run_config(data_dir, epochs=4), tmp_path / "run")  # the child inherits umask 022
+    assert res.returncode == 0, res.stderr[-2000:]
+    for name in ("model.pt", "metrics.jsonl", "run_config.json"):
+        assert stat.S_IMODE((tmp_path / "run" / name).stat().st_mode) == 0o644, name
+    assert stat.S_IMODE((tmp_path / "run/ckpt/final").stat().st_mode) == 0o755
+
+
+def test_disk_full_during_a_checkpoint_removes_the_partial_one(data_dir, tmp_path):
+    """Item 7: ENOSPC while writing checkpoint step 10 -> one-line error naming the folder, which is gone."""
+    cfg, out = run_config(data_dir, epochs=8), tmp_path / "run"
+    res = train(cfg, out, fault="enospc:step0000010")
+    assert res.returncode == 2, res.stderr[-2000:]
+    errors = re.findall(r"error: .*", res.stderr)  # one line (the progress bar shares the terminal line)
+    assert len(errors) == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    last = errors[0]
+    assert f"error: {out}/ckpt/.tmp-step0000010: cannot write checkpoint" in last
+    assert "No space left on device" in last and "resumes from step 0" in last
+    assert not list((out / "ckpt").glob(".tmp-*")) and not (out / "model.pt").exists()

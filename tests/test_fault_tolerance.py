@@ -210,15 +210,16 @@ def test_sigkill_anywhere_then_resume_is_bitwise_identical(data_dir, reference, 
             assert (out / "ckpt/step0000020").is_dir() and (out / "ckpt/latest").read_text().strip() == "step0000010"
         if fault == "run_config":  # the previous, complete file is still in place
             assert json.loads((out / "run_config.json").read_text())["train"]["seed"] == 0
-        if fault == "export":
-            assert (out / "metrics.jsonl").is_file() and not (out / "model.pt").exists()
-            assert list(out.glob(".model.pt.*"))  # the half-written temp file, never renamed onto model.pt
+        if fault == "export":  # nothing published; the half-written temp file is in an unfinished ckpt/.final.*
+            assert not (out / "metrics.jsonl").exists() and not (out / "model.pt").exists()
+            assert list(out.glob("ckpt/.final.*/.model.pt.*")) and not (out / "ckpt/final").exists()
         log.append(f"{i}. {fault or f'kill_at={kill_at}'}: latest={want_tag}, next run resumes at {resume_step}")
         start = resume_step
     res = train(cfg, out)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resumed at step 50" in res.stdout
-    assert not (out / "ckpt").exists(), "a finished run leaves no checkpoint (nor stale half-written ones)"
+    # a finished run keeps only its outputs and tag (no step checkpoint, nor stale half-written ones)
+    assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["final", "run_tag"]
     want, want_recs = reference
     got, got_recs = final_state(out)
     assert [r["step"] for r in got_recs] == list(range(5, 61, 5))
@@ -242,8 +243,9 @@ def test_sigkill_at_random_times_then_resume_is_bitwise_identical(data_dir, refe
     for _ in range(12):
         delay = rng.uniform(0.3, 0.9) * full
         res = train(cfg, out, kill_after=delay)
-        if res.returncode == 0:  # finished before the kill: the next run starts over (no checkpoint is kept)
-            assert not (out / "ckpt").exists()
+        if res.returncode == 0:  # finished before the kill: only ckpt/final/ is kept; start over in a new folder
+            assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["final", "run_tag"]
+            shutil.rmtree(out)
             log.append(f"{delay:.1f} s: finished first")
             continue
         assert res.returncode == -9, res.stderr[-3000:]
@@ -259,7 +261,7 @@ def test_sigkill_at_random_times_then_resume_is_bitwise_identical(data_dir, refe
     assert kills == 5, log
     res = train(cfg, out)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert not (out / "ckpt").exists()
+    assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["final", "run_tag"]
     want, want_recs = reference
     got, got_recs = final_state(out)
     assert got_recs == want_recs

@@ -7,9 +7,14 @@ import shutil
 import yaml
 from snakemake.utils import validate
 
-from cgar.config import ConfigError, config_from_dict
+from cgar.config import ConfigError, check_world_size, config_from_dict
 from cgar.report import FIGURES, TABLES
-from cgar.slurm_launch import capped_runtime, launch_prefix, sbatch_resources
+from cgar.slurm_launch import (
+    capped_runtime,
+    geometry_from_resources,
+    launch_prefix,
+    sbatch_resources,
+)
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -46,14 +51,58 @@ def run_dict(exp: str, seed: int) -> dict:
     return json.loads(json.dumps(run, sort_keys=True))
 
 
-# Validate every run config now, so a bad experiment stops the DAG before any job starts.
-for _exp in EXPERIMENTS:
+def run_ranks() -> int:
+    """Ranks of one training job as the config asks (cgar.slurm_launch.Geometry.world)."""
+    res = {
+        "gpu": int(config["resources"]["gpus_per_run"]),
+        "nodes": int(config["resources"].get("nodes_per_run", 1)),
+        "tasks_per_node": int(config["resources"].get("tasks_per_node", 1)),
+        "mpi": "srun",
+    }
     try:
-        config_from_dict(run_dict(_exp, 0))
-    except ConfigError as e:
+        return geometry_from_resources(res).world
+    except ValueError as e:
+        raise WorkflowError(f"config: {e}")
+
+
+def iteration_groups() -> int | None:
+    """Training puzzles (groups) of the dataset when the config fixes them (data.build.subsample_size)."""
+    size = config["data"]["build"]["subsample_size"]
+    return None if size is None else int(size)
+
+
+def check_run_configs() -> None:
+    """Every run config now, so a bad experiment stops the DAG before any job starts ("config: <key path>")."""
+    ranks, groups = run_ranks(), iteration_groups()
+    for exp in EXPERIMENTS:
+        where = f"config: experiments.{exp} (merged with run_defaults)"
+        try:
+            cfg = config_from_dict(run_dict(exp, 0))
+            check_world_size(cfg, ranks)
+        except ConfigError as e:
+            raise WorkflowError(f"{where}: {e}")
+        t = cfg.train
+        if groups is not None and t.global_batch_size > t.epochs_per_iter * groups:
+            raise WorkflowError(
+                f"{where}: train.global_batch_size: {t.global_batch_size} exceeds one iteration "
+                f"(train.epochs_per_iter {t.epochs_per_iter} x data.build.subsample_size {groups} puzzles)"
+            )
+        if (
+            t.device == "cuda"
+            and workflow.local_exec
+            and shutil.which("nvidia-smi") is None
+        ):
+            raise WorkflowError(
+                f"{where}: train.device: cuda, but this machine has no GPU (no nvidia-smi); use auto or cpu"
+            )
+    if config["report"]["baseline"] not in EXPERIMENTS:
         raise WorkflowError(
-            f"config: experiments.{_exp} (merged with run_defaults): {e}"
+            f"config: report.baseline: {config['report']['baseline']!r} is not an experiment "
+            f"(experiments: {', '.join(EXPERIMENTS)})"
         )
+
+
+check_run_configs()
 
 
 def run_params(wildcards) -> dict:

@@ -33,6 +33,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from cgar.cli_checks import check_writable, positive_int
+from cgar.config import ConfigError
+from cgar.data.build import verify_split_files
 from cgar.data.loader import SplitArrays, eval_batches, load_split
 from cgar.eval_metrics import HALTING_ACCURACY_DEFINITION, RATING_BINS, halt_steps, solved, summarize_all
 from cgar.io_utils import DataError, atomic_write, atomic_write_json
@@ -60,6 +63,9 @@ def read_checkpoint(path: str | Path) -> dict:
     missing = [k for k in ("model_config", "state_dict") if not isinstance(payload.get(k), dict)]
     if missing:
         raise DataError(path, f"payload lacks {', '.join(missing)} (has {sorted(payload)}); not a cgar model.pt")
+    for key, value in payload["state_dict"].items():  # a diverged run's NaN weights would evaluate as 0% quietly
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise DataError(path, f"non-finite weights in {key} (the run diverged); not evaluating them")
     return payload
 
 
@@ -321,11 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, required=True, help="built dataset directory (python -m cgar.data build)")
     ap.add_argument("--split", default="test", help="split to evaluate (default: test)")
     ap.add_argument("--out-dir", type=Path, required=True, help="where eval.json and eval.parquet go")
-    ap.add_argument("--batch-size", type=int, default=768, help="global batch (puzzles in flight over all ranks)")
+    ap.add_argument("--batch-size", type=positive_int, default=768, help="global batch (puzzles in flight over all ranks)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--mode", default="full", choices=("full", "act"),
                     help="full: 16 steps for every puzzle (paper protocol, ACT derived); act: stop halted puzzles")
-    ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N puzzles (smoke runs)")
+    ap.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N puzzles (smoke runs)")
     ap.add_argument("--shard", default=None, metavar="I/K",
                     help="evaluate only shard I of K (whole batches) into <stem>.shardIofK.*; cgar.eval_shards merges")
     a = ap.parse_args(argv)
@@ -335,8 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         shard = parse_shard(a.shard) if a.shard else None
         payload = read_checkpoint(a.checkpoint)  # fail before starting ranks and a process group
+        verify_split_files(a.data, a.split)
         split = load_split(a.data, a.split)
         ratings, sources = sidecars(split)
+        if split.num_examples == 0:
+            raise DataError(split.path, "has no puzzles to evaluate; nothing written")
+        check_writable(a.out_dir)  # now, not after the whole evaluation
         rt = compute_init(a.device)
         if a.batch_size % rt.world:
             raise DataError("--batch-size", f"{a.batch_size} is not divisible by the {rt.world} ranks")
@@ -378,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{stop} puzzles in {wall:.1f}s ({stop / wall:.1f}/s): exact {o['exact_accuracy']}, "
                   f"ACT exact {o['act']['exact_accuracy']:.4f} at mean step {o['act']['mean_halt_step']:.2f}, "
                   f"halting accuracy {o['act']['halting_accuracy']:.4f}", flush=True)
-    except DataError as e:
+    except (DataError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -117,3 +117,20 @@ def test_rebuild_replaces_existing_output(csvs, tmp_path):
     m = build_dataset(train, test, out, BuildConfig(subsample_size=6, num_aug=1, seed=0))
     assert np.load(out / "train/all__inputs.npy").shape == (12, 81)
     assert m == json.loads((out / "manifest.json").read_text())
+
+
+def test_non_utf8_bytes_are_refused_with_file_and_line(write_pairs_csv, tmp_path):
+    """Issue 11: a stray byte that is not UTF-8 (a Latin-1 file, a corrupt copy) names its file and line, in the
+    build and in the split step alike, instead of a UnicodeDecodeError traceback."""
+    from cgar.data.split import read_pool
+
+    train, *_ = write_pairs_csv("train.csv", 6, seed=1)
+    test, *_ = write_pairs_csv("test.csv", 3, seed=2)
+    lines = train.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b"src_", b"sr\xffc_", 1)  # line 4 of the file (header = line 1)
+    train.write_bytes(b"\n".join(lines))
+    with pytest.raises(DataError, match=r"train.csv:4: not valid UTF-8 \(byte 0xff\)"):
+        build_dataset(train, test, tmp_path / "ds", BuildConfig(subsample_size=None, num_aug=1))
+    with pytest.raises(DataError, match=r"train.csv:4: not valid UTF-8 \(byte 0xff\)"):
+        read_pool([train])
+    assert not (tmp_path / "ds").exists()

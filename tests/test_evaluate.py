@@ -4,6 +4,7 @@ PDC did, 1 rank == 2 ranks through the CLI, clear errors for bad checkpoints."""
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -233,3 +234,48 @@ def test_bad_checkpoints(tmp_path, checkpoint, data_dir):
     r = _cli(["--checkpoint", tmp_path / "truncated.pt", "--data", data_dir, "--out-dir", tmp_path / "o"], tmp_path)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "truncated.pt" in r.stderr, r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_refuses_bad_input_at_once(tmp_path, checkpoint, data_dir):
+    """Issue 11: bad arguments, an unwritable --out-dir, non-finite weights, an empty split and a changed dataset
+    are refused with exit 2 before any evaluation, and nothing is written."""
+    import shutil
+
+    base = ["--checkpoint", checkpoint, "--data", data_dir, "--device", "cpu"]
+
+    def refused(args, match):
+        r = _cli(args, tmp_path)
+        err = r.stderr.strip()
+        assert r.returncode == 2 and re.search(match, err) and "Traceback" not in err, err[-2000:]
+        return err
+
+    for flag in ("--batch-size", "--limit"):
+        refused(base + ["--out-dir", tmp_path / "o", flag, "0"], rf"argument {flag}: 0 must be >= 1")
+    (tmp_path / "a_file").write_text("")
+    err = refused(base + ["--out-dir", tmp_path / "a_file/sub"], r"a_file/sub: --out-dir is not writable")
+    assert err.count("\n") == 0
+    payload = torch.load(checkpoint, weights_only=True)
+    state = dict(payload["state_dict"])
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key].clone().fill_(float("nan"))
+    torch.save({**payload, "state_dict": state}, tmp_path / "nan.pt")
+    refused(["--checkpoint", tmp_path / "nan.pt", "--data", data_dir, "--out-dir", tmp_path / "o"],
+            rf"nan.pt: non-finite weights in {re.escape(key)}")
+    empty = tmp_path / "empty_ds"
+    shutil.copytree(data_dir, empty)
+    (empty / "manifest.json").unlink()  # as a dataset built by HRM/TRM's script: nothing to verify against
+    for name, shape, dtype in (("inputs", (0, 81), np.uint8), ("labels", (0, 81), np.uint8),
+                               ("puzzle_identifiers", (0,), np.int32), ("puzzle_indices", (1,), np.int32),
+                               ("group_indices", (1,), np.int32), ("ratings", (0,), np.int32),
+                               ("source_ids", (0,), np.int16)):
+        np.save(empty / f"test/all__{name}.npy", np.zeros(shape, dtype))
+    refused(["--checkpoint", checkpoint, "--data", empty, "--out-dir", tmp_path / "o"], r"test: has no puzzles")
+    changed = tmp_path / "changed_ds"
+    shutil.copytree(data_dir, changed)
+    labels = changed / "test/all__labels.npy"
+    raw = bytearray(labels.read_bytes())
+    raw[-1] ^= 1
+    labels.write_bytes(bytes(raw))
+    refused(["--checkpoint", checkpoint, "--data", changed, "--out-dir", tmp_path / "o"],
+            r"all__labels.npy: sha256 .* does not match manifest.json")
+    assert not (tmp_path / "o").exists()  # nothing of the refused runs was written

@@ -76,3 +76,38 @@ def test_batch_too_large_and_bad_dirs(dataset, tmp_path):
     (dataset / "test/all__labels.npy").write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(DataError, match="all__labels.npy: unreadable or truncated"):
         load_split(dataset, "test")
+
+
+def _corrupt(dataset, split: str, name: str, edit) -> None:
+    """Rewrite one array of a built split through `edit(array) -> array` (a loadable .npy with bad values)."""
+    p = dataset / split / f"all__{name}.npy"
+    np.save(p, edit(np.load(p)), allow_pickle=False)
+
+
+@pytest.mark.parametrize(
+    "name, edit, file, match",
+    [
+        ("labels", lambda a: np.where(np.arange(a.size).reshape(a.shape) == 85, 99, a).astype(a.dtype),
+         "all__labels.npy", r"value 99 at example 1 is outside the vocabulary 0\.\.10"),
+        ("inputs", lambda a: (a * 0 + 11).astype(a.dtype), "all__inputs.npy", "value 11 at example 0"),
+        ("group_indices", lambda a: np.concatenate([[0, 5, 3], a[3:]]).astype(a.dtype), "all__group_indices.npy",
+         "never decrease"),
+        ("puzzle_identifiers", lambda a: a + 1, "all__puzzle_identifiers.npy",
+         r"identifiers 1\.\.1 exceed the table of num_puzzle_identifiers=1"),
+        ("source_ids", lambda a: (a * 0 + 5).astype(a.dtype), "sources.json",
+         "lists 2 sources, but all__source_ids.npy uses id 5 \\(at example 0\\)"),
+        ("source_ids", lambda a: a[:-1], "all__source_ids.npy", "source ids for 80 examples"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_file(dataset, name, edit, file, match):
+    _corrupt(dataset, "train", name, edit)
+    with pytest.raises(DataError, match=match) as e:
+        load_split(dataset, "train")
+    assert e.value.where == str(dataset / "train" / file)
+    load_split(dataset, "test")  # the other split is untouched and loads
+
+
+def test_sources_json_must_list_names(dataset):
+    (dataset / "test/sources.json").write_text('{"a": 1}')
+    with pytest.raises(DataError, match="sources.json: must be a JSON list of source names"):
+        load_split(dataset, "test")

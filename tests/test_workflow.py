@@ -221,3 +221,66 @@ def test_import_mode_stops_before_training_on_a_leak(tmp_path):
     assert (tmp_path / "results/data/imported/test.csv").is_file()  # import and build ran
     assert "LEAK: 1 test puzzle(s)" in (tmp_path / "logs/data/check.log").read_text()
     assert not list(tmp_path.glob("results/runs/*/seed*/model.pt")) and not list(tmp_path.glob("logs/results/runs/**/train.log"))
+
+
+def _edited_test_config(tmp_path, edit) -> Path:
+    cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
+    edit(cfg)
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _set(path: str, value):
+    """An edit of the .test config: set the dotted key `path` (missing mappings are created)."""
+    def edit(cfg):
+        *parents, last = path.split(".")
+        node = cfg
+        for p in parents:
+            if not isinstance(node.get(p), dict):  # absent, or null (an experiment without overrides)
+                node[p] = {}
+            node = node[p]
+        node[last] = value
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, messages",
+    [  # issue 11: refused when the DAG is built, with the key path; the schema catches plain bounds first
+        (_set("run_defaults.train.epochs_per_iter", 0),
+         ["0 is less than the minimum of 1", "On instance['run_defaults']['train']['epochs_per_iter']"]),
+        (_set("experiments.hsw.train.ema_rate", 2.0),
+         ["2.0 is greater than or equal to the maximum of 1", "On instance['experiments']['hsw']['train']['ema_rate']"]),
+        (_set("run_defaults.train.checkpoint_every", 0), ["On instance['run_defaults']['train']['checkpoint_every']"]),
+        (_set("run_defaults.train.epochs", 0), ["On instance['run_defaults']['train']['epochs']"]),
+        (_set("experiments.pdc.train.lr", 0), ["On instance['experiments']['pdc']['train']['lr']"]),
+        (_set("run_defaults.model.H_cycles", 0), ["On instance['run_defaults']['model']['H_cycles']"]),
+        (_set("experiments.cgar.model.hidden_size", 30),
+         ["config: experiments.cgar (merged with run_defaults): model.hidden_size: 30 is not divisible by "
+          "model.num_heads (2)"]),
+        (_set("experiments.pdc.pdc.stages", [[0.0, 5, 5]]),
+         ["config: experiments.pdc (merged with run_defaults): pdc.stages: stage depth [(5, 5)] exceeds"]),
+        (_set("report.baseline", "nope"), ["config: report.baseline: 'nope' is not an experiment"]),
+        (_set("resources.gpus_per_run", 3),
+         ["config: experiments.baseline (merged with run_defaults): train.global_batch_size: 16 is not divisible "
+          "by the 3 ranks"]),
+        (_set("run_defaults.train.global_batch_size", 128),
+         ["train.global_batch_size: 128 exceeds one iteration (train.epochs_per_iter 4 x "
+          "data.build.subsample_size 30 puzzles)"]),
+    ],
+)
+def test_bad_run_values_are_refused_at_dag_build(tmp_path, edit, messages):
+    r = smk("-n", "--directory", ".test", "--configfile", _edited_test_config(tmp_path, edit), timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in out, out[-3000:]
+    for m in messages:
+        assert m in out, out[-3000:]
+
+
+def test_cuda_without_a_gpu_is_refused_at_dag_build(tmp_path):
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has a GPU")
+    r = smk("-n", "--directory", ".test", "--configfile",
+            _edited_test_config(tmp_path, _set("run_defaults.train.device", "cuda")), timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "train.device: cuda, but this machine has no GPU" in out, out[-3000:]

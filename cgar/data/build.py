@@ -65,16 +65,30 @@ class PuzzleTable:
         return PuzzleTable(self.sources[idx], self.questions[idx], self.answers[idx], self.ratings[idx])
 
 
+def _check_utf8(path: Path, row: list[str], line_no: int) -> None:
+    """Bytes that are not UTF-8 arrive as lone surrogates (errors="surrogateescape"); name their line."""
+    text = ",".join(row)
+    if text.isascii():  # the fast path: every valid puzzle CSV row
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        byte = ord(text[e.start]) - 0xDC00
+        raise DataError(path, f"not valid UTF-8 (byte 0x{byte:02x})", line=line_no) from None
+
+
 def iter_puzzle_rows(path: Path):
     """Yield (line_no, source, question, answer, rating) of a puzzle CSV, checking the header."""
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
             raise DataError(path, "empty file (expected a header source,question,answer,rating)")
+        _check_utf8(path, header, 1)
         if header[:4] != ["source", "question", "answer", "rating"]:
             raise DataError(path, f"wrong header {header!r}; expected source,question,answer,rating", line=1)
         for line_no, row in enumerate(reader, start=2):
+            _check_utf8(path, row, line_no)
             if len(row) < 4:
                 raise DataError(path, f"expected at least 4 columns, got {len(row)}", line=line_no)
             try:

@@ -81,7 +81,43 @@ def load_split(data_dir: str | os.PathLike, split: str) -> SplitArrays:
         raise DataError(d, f"inputs/labels must be [N, 81], got {arrays['inputs'].shape} and {arrays['labels'].shape}")
     if len(arrays["puzzle_indices"]) != n + 1 or arrays["group_indices"][-1] != n:
         raise DataError(d, "puzzle_indices/group_indices do not match the number of examples")
+    _check_values(d, meta, arrays)
     return SplitArrays(d, meta=meta, **arrays)
+
+
+def _check_values(d: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Values a training would silently misuse: tokens outside the vocabulary (a label of 99 is never predicted
+    and only lowers the accuracy), groups out of order, identifiers past the embedding table, bad source ids."""
+    vocab = meta["vocab_size"]
+    for name in ("inputs", "labels"):
+        a = arrays[name]
+        if len(a) and int(a.max()) >= vocab:  # uint8: never negative
+            row = int(np.flatnonzero((np.asarray(a) >= vocab).any(axis=1))[0])
+            raise DataError(d / f"all__{name}.npy", f"value {int(a[row].max())} at example {row} is outside the "
+                            f"vocabulary 0..{vocab - 1}")
+    for name in ("group_indices", "puzzle_indices"):
+        a = arrays[name]
+        if a[0] != 0 or (np.diff(a) < 0).any():
+            raise DataError(d / f"all__{name}.npy", "must start at 0 and never decrease")
+    ids, table = arrays["puzzle_identifiers"], meta.get("num_puzzle_identifiers")
+    if len(ids) and table is not None and (ids.min() < 0 or ids.max() >= table):
+        raise DataError(d / "all__puzzle_identifiers.npy", f"identifiers {int(ids.min())}..{int(ids.max())} "
+                        f"exceed the table of num_puzzle_identifiers={table} (dataset.json)")
+    src_path, names_path = d / "all__source_ids.npy", d / "sources.json"
+    if src_path.is_file() and names_path.is_file():
+        try:
+            names = json.loads(names_path.read_text())
+            src = np.load(src_path, allow_pickle=False)
+        except (json.JSONDecodeError, ValueError) as e:
+            raise DataError(names_path, f"unreadable sources sidecar ({e})") from None
+        if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+            raise DataError(names_path, "must be a JSON list of source names")
+        if len(src) != len(ids):
+            raise DataError(src_path, f"has {len(src)} source ids for {len(ids)} examples")
+        bad = (src < 0) | (src >= len(names))
+        if bad.any():
+            raise DataError(names_path, f"lists {len(names)} sources, but all__source_ids.npy uses id "
+                            f"{int(src[bad][0])} (at example {int(np.flatnonzero(bad)[0])})")
 
 
 def collate(split: SplitArrays, rows: np.ndarray, local_batch: int) -> dict[str, torch.Tensor]:

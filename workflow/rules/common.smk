@@ -66,7 +66,8 @@ def run_ranks() -> int:
 
 
 def iteration_groups() -> int | None:
-    """Training puzzles (groups) of the dataset when the config fixes them (data.build.subsample_size)."""
+    """At most this many training puzzles (groups) when the config caps them (data.build.subsample_size), so a
+    global batch larger than epochs_per_iter x this can never fill one iteration."""
     size = config["data"]["build"]["subsample_size"]
     return None if size is None else int(size)
 

@@ -255,8 +255,8 @@ def _set(path: str, value):
         (_set("run_defaults.train.epochs", 0), ["On instance['run_defaults']['train']['epochs']"]),
         (_set("experiments.pdc.train.lr", 0), ["On instance['experiments']['pdc']['train']['lr']"]),
         (_set("run_defaults.model.H_cycles", 0), ["On instance['run_defaults']['model']['H_cycles']"]),
-        (_set("experiments.cgar.model.hidden_size", 30),
-         ["config: experiments.cgar (merged with run_defaults): model.hidden_size: 30 is not divisible by "
+        (_set("experiments.cgar.model.hidden_size", 33),
+         ["config: experiments.cgar (merged with run_defaults): model.hidden_size: 33 is not divisible by "
           "model.num_heads (2)"]),
         (_set("experiments.pdc.pdc.stages", [[0.0, 5, 5]]),
          ["config: experiments.pdc (merged with run_defaults): pdc.stages: stage depth [(5, 5)] exceeds"]),

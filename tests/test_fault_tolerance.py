@@ -24,6 +24,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +39,8 @@ from cgar.io_utils import DataError
 from tests.conftest import final_state
 
 pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY_MODEL = {"hidden_size": 32, "num_heads": 2, "halt_max_steps": 4, "H_cycles": 2, "L_cycles": 2}
 TIMINGS: dict[str, float] = {}
@@ -448,3 +451,176 @@ def test_disk_full_during_a_checkpoint_removes_the_partial_one(data_dir, tmp_pat
     assert f"error: {out}/ckpt/.tmp-step0000010: cannot write checkpoint" in last
     assert "No space left on device" in last and "resumes from step 0" in last
     assert not list((out / "ckpt").glob(".tmp-*")) and not (out / "model.pt").exists()
+
+
+# ----------------------------------------------------------------------------- issue 11: Snakemake in the loop
+# Real signals to a real snakemake running the .test workflow (one experiment, imported puzzles: data in seconds).
+
+SMK_RUN = "results/runs/baseline/seed0"
+SMK_TARGET = f"{SMK_RUN}/model.pt"
+SMK_LOG = f"logs/{SMK_RUN}/train.log"
+
+
+@pytest.fixture(scope="module")
+def smk_data(tmp_path_factory):
+    """A .test workflow folder with its dataset built (by Snakemake), one experiment of 140 steps."""
+    from cgar.data.puzzle_csv import write_puzzle_csv
+    from cgar.sudoku.grid import format_grid
+    from tests.conftest import random_pairs
+
+    work = tmp_path_factory.mktemp("smk")
+    for name, n, seed in (("train.csv", 30, 1), ("test.csv", 8, 2)):
+        p, s = random_pairs(n, seed)
+        write_puzzle_csv(work / name, [("x", format_grid(a), format_grid(b), 0) for a, b in zip(p, s)])
+    cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
+    cfg["experiments"] = {"baseline": {}}
+    cfg["data"]["source"] = "import"
+    cfg["data"]["import"] = {"train_csv": str(work / "train.csv"), "test_csv": str(work / "test.csv"),
+                             "on_error": "fail", "check_unique": False}
+    cfg["run_defaults"]["train"]["epochs"] = 80  # 7 steps per 4 epochs: 140 steps, a checkpoint every 10
+    (work / "config").mkdir()
+    (work / "config/config.yaml").write_text(yaml.safe_dump(cfg))
+    r = smk_wait(smk_start(work, "results/data/leak_check.json", "results/data/dataset"))
+    assert r.returncode == 0, r.stdout[-3000:]
+    return work
+
+
+def smk_start(work: Path, *args, env_extra: dict | None = None) -> subprocess.Popen:
+    """snakemake in its own session (so a test can kill it alone, or with all its jobs), SIGINT at its default."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           **(env_extra or {})}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "CGAR_FAULT_KILL_AT_STEP"):
+        env.pop(k, None)
+    return subprocess.Popen([str(Path(sys.executable).parent / "snakemake"), "--cores", "2", "--directory", str(work),
+                             *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def smk_wait(p: subprocess.Popen, timeout: float = 600) -> subprocess.CompletedProcess:
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
+        raise AssertionError(f"snakemake did not finish within {timeout} s (a hang):\n{out[-3000:]}") from None
+    return subprocess.CompletedProcess(p.args, p.returncode, out, "")
+
+
+def wait_for(cond, what: str, timeout: float = 300) -> float:
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
+    return time.monotonic() - t0
+
+
+def log_has(work: Path, pattern: str):
+    return lambda: (work / SMK_LOG).exists() and re.search(pattern, (work / SMK_LOG).read_text(errors="replace"))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def smk_work(smk_data, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(smk_data, work, symlinks=True)
+    yield work
+    for pid_file in work.glob("results/runs/*/seed*/.lock"):  # never leave an orphan training behind
+        pid = (pid_file.read_text().split() or ["0"])[0]
+        if pid.isdigit() and int(pid) > 0 and pid_alive(int(pid)) and int(pid) != os.getpid():
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def test_sigint_to_snakemake_as_training_ends_reexports(smk_work):
+    """Ctrl-C to snakemake alone: it lets the training finish, then marks the job failed; the rerun (profile:
+    rerun-incomplete) re-exports the outputs from ckpt/final/ instead of training again."""
+    p = smk_start(smk_work, SMK_TARGET)
+    wait_for(log_has(smk_work, r"train: .*\| [1-9]\d*/140 "), "the first training steps")
+    os.kill(p.pid, signal.SIGINT)
+    r = smk_wait(p)
+    assert r.returncode != 0 and "Terminating processes on user request" in r.stdout, r.stdout[-3000:]
+    assert "wrote results/runs/baseline/seed0/model.pt" in (smk_work / SMK_LOG).read_text(errors="replace")
+    model = (smk_work / SMK_TARGET).read_bytes()
+    t0 = time.monotonic()
+    r = smk_wait(smk_start(smk_work, SMK_TARGET))
+    TIMINGS["snakemake rerun after SIGINT (re-export)"] = time.monotonic() - t0
+    log = (smk_work / SMK_LOG).read_text(errors="replace")
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "already finished" in log and "starting step" not in log, log[-2000:]
+    assert (smk_work / SMK_TARGET).read_bytes() == model
+    print(f"\nSIGINT: snakemake rc {p.returncode}; rerun re-exported in {TIMINGS['snakemake rerun after SIGINT (re-export)']:.1f} s")
+
+
+def test_sigkill_to_snakemake_orphan_keeps_its_run(smk_work):
+    """SIGKILL to snakemake alone: its training runs on as an orphan. The rerun's training is refused (exit 2,
+    naming the orphan) instead of resuming from the orphan's live checkpoint; once the orphan is done, a rerun
+    re-exports its outputs."""
+    p = smk_start(smk_work, SMK_TARGET)
+    wait_for(log_has(smk_work, r"train: .*\| [1-9]\d*/140 "), "the first training steps")
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=60)  # not communicate(): the orphan job's shell still holds snakemake's output pipe
+    p.stdout.close()
+    orphan = int((smk_work / SMK_RUN / ".lock").read_text().split()[0])
+    assert pid_alive(orphan)
+    assert smk_wait(smk_start(smk_work, "--unlock")).returncode == 0  # snakemake's own lock, left by the SIGKILL
+    r = smk_wait(smk_start(smk_work, SMK_TARGET))
+    log = (smk_work / SMK_LOG).read_text(errors="replace")
+    assert r.returncode != 0 and f"another training (pid {orphan} on host" in log, log[-2000:]
+    assert (smk_work / SMK_RUN / "ckpt").is_dir()  # the orphan's checkpoints were left alone
+    wait_for(lambda: not pid_alive(orphan), "the orphan training to finish")
+    assert (smk_work / SMK_RUN / "ckpt/final/model.pt").is_file()
+    # The orphan published complete outputs of the same run tag after Snakemake had given the job up; the rerun
+    # takes them as they are (Snakemake: nothing to be done) or re-exports them from ckpt/final/: nothing retrains.
+    r = smk_wait(smk_start(smk_work, SMK_TARGET))
+    log = (smk_work / SMK_LOG).read_text(errors="replace")
+    assert r.returncode == 0 and "starting step" not in log, r.stdout[-3000:] + log[-2000:]
+    assert (smk_work / SMK_TARGET).read_bytes() == (smk_work / SMK_RUN / "ckpt/final/model.pt").read_bytes()
+
+
+def test_crash_then_edit_the_experiment_starts_over(smk_work):
+    """The whole snakemake process group SIGKILLed after a checkpoint (a crash), then the experiment edited: the
+    rerun moves the stale ckpt/ aside, says so in the log, and trains the new config from step 0."""
+    p = smk_start(smk_work, SMK_TARGET)
+    wait_for(lambda: (smk_work / SMK_RUN / "ckpt/latest").exists(), "the first checkpoint")
+    os.killpg(p.pid, signal.SIGKILL)
+    p.communicate()
+    tag = (smk_work / SMK_RUN / "ckpt/run_tag").read_text().strip()
+    cfg_path = smk_work / "config/config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["experiments"]["baseline"] = {"train": {"lr": 0.002}}
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert smk_wait(smk_start(smk_work, "--unlock")).returncode == 0
+    r = smk_wait(smk_start(smk_work, SMK_TARGET))
+    log = (smk_work / SMK_LOG).read_text(errors="replace")
+    assert r.returncode == 0, r.stdout[-3000:] + log[-2000:]
+    assert f"moved it to results/runs/baseline/seed0/ckpt.stale-{tag}" in log and "starting step 0/140" in log
+    assert list((smk_work / SMK_RUN / f"ckpt.stale-{tag}").glob("step*"))
+    assert json.loads((smk_work / SMK_RUN / "run_config.json").read_text())["train"]["lr"] == 0.002
+
+
+def test_kill_during_first_start_then_rerun_does_not_hang(smk_work, tmp_path):
+    """SIGKILL to snakemake and its job during the training's first start on a machine (empty torch extensions
+    folder, where DeepSpeed used to JIT-build its shm op under a lock): the rerun runs through, nothing is built."""
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    env = {"TORCH_EXTENSIONS_DIR": str(ext)}
+    p = smk_start(smk_work, SMK_TARGET, env_extra=env)
+    wait_for(lambda: (smk_work / SMK_LOG).exists(), "the training job to start")
+    time.sleep(1.0)  # inside the start-up: imports, process group (the old JIT build window)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.communicate()
+    assert smk_wait(smk_start(smk_work, "--unlock")).returncode == 0
+    t0 = time.monotonic()
+    r = smk_wait(smk_start(smk_work, SMK_TARGET, env_extra=env), timeout=600)
+    TIMINGS["snakemake rerun after a kill at first start"] = time.monotonic() - t0
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert list(ext.iterdir()) == []
+    print(f"\nkill at first start: rerun took {TIMINGS['snakemake rerun after a kill at first start']:.1f} s, nothing built")

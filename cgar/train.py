@@ -10,7 +10,9 @@ holds everything needed to continue bit for bit, and a restart with the same --o
 
 Outputs in --out: run_config.json, metrics.jsonl (one line per logged step), model.pt (EMA weights); both of the
 latter appear only when the run completes. ckpt/ holds the DeepSpeed checkpoints and the live metrics log; it is not
-a pipeline output, so a failed, retried or requeued job (whose declared outputs Snakemake deletes) finds it.
+a pipeline output, so a failed, retried or requeued job (whose declared outputs Snakemake deletes) finds it. Before
+anything is written the run takes <out>/.lock and checks ckpt/'s run tag (cgar/run_dir.py): another run's ckpt/ is
+moved aside, and a finished run's ckpt/final/ is re-exported instead of retrained.
 """
 
 from __future__ import annotations

@@ -556,7 +556,8 @@ def test_sigint_to_snakemake_as_training_ends_reexports(smk_work):
     assert r.returncode == 0, r.stdout[-3000:]
     assert "already finished" in log and "starting step" not in log, log[-2000:]
     assert (smk_work / SMK_TARGET).read_bytes() == model
-    print(f"\nSIGINT: snakemake rc {p.returncode}; rerun re-exported in {TIMINGS['snakemake rerun after SIGINT (re-export)']:.1f} s")
+    took = TIMINGS["snakemake rerun after SIGINT (re-export)"]
+    print(f"\nSIGINT: snakemake rc {p.returncode}; rerun re-exported in {took:.1f} s")
 
 
 def test_sigkill_to_snakemake_orphan_keeps_its_run(smk_work):
@@ -623,4 +624,5 @@ def test_kill_during_first_start_then_rerun_does_not_hang(smk_work, tmp_path):
     TIMINGS["snakemake rerun after a kill at first start"] = time.monotonic() - t0
     assert r.returncode == 0, r.stdout[-3000:]
     assert list(ext.iterdir()) == []
-    print(f"\nkill at first start: rerun took {TIMINGS['snakemake rerun after a kill at first start']:.1f} s, nothing built")
+    took = TIMINGS["snakemake rerun after a kill at first start"]
+    print(f"\nkill at first start: rerun took {took:.1f} s, nothing built")

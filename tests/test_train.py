@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -146,3 +147,25 @@ def test_zero_stages_1_and_2_match_stage_0(data_dir, tmp_path):
     for other in finals[1:]:
         for k, v in finals[0].items():
             torch.testing.assert_close(other[k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        ({"train": {"ema_rate": 2.0}}, r"train.ema_rate: must be in \[0, 1\), got 2.0"),
+        ({"train": {"epochs": 0}}, r"train.epochs: must be >= 1, got 0"),
+        ({"train": {"global_batch_size": 1024}}, r"train.global_batch_size: 1024 exceeds the 4 x 40 examples"),
+        ({"pdc": {"enabled": True, "stages": [[0.0, 5, 5]]}}, r"pdc.stages: stage depth \[\(5, 5\)\] exceeds"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(data_dir, tmp_path, edit, match):
+    """Issue 11: a bad value stops cgar.train with exit 2 and one line naming the key, never a traceback (or, as
+    epochs: 0 did, rc 0 and an untrained model.pt)."""
+    cfg = run_config(data_dir)
+    for section, values in edit.items():
+        cfg.setdefault(section, {}).update(values)
+    res = _train_cli(cfg, tmp_path / "r", tmp_path)
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert res.returncode == 2 and len(errors) == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert re.search(match, errors[0]), errors[0]
+    assert not (tmp_path / "r/model.pt").exists()

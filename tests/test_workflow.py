@@ -143,12 +143,14 @@ def test_changing_one_experiment_reruns_only_it(test_pipeline, tmp_path):
     assert jobs.get("run_config") == 1 and jobs.get("train") == 1 and jobs.get("evaluate") == 1
     assert "results/runs/hsw/seed0/run.yaml" in r.stdout and "results/runs/cgar/seed0/run.yaml" not in r.stdout
     assert not {"generate_chunk", "split", "build_dataset"} & set(jobs)
-    # and really rerun it: the finished run left no checkpoint behind, so the changed experiment trains from
-    # step 0 (a leftover ckpt/ would make it refuse the changed config, or resume the old run near its end)
-    assert not list(test_pipeline.glob("results/runs/*/seed*/ckpt"))
+    # and really rerun it: a finished run keeps only ckpt/final/ (its outputs, under its run tag), so the changed
+    # experiment moves that aside and trains from step 0 (never resumes the old run, nor refuses the new config)
+    for ckpt in test_pipeline.glob("results/runs/*/seed*/ckpt"):
+        assert sorted(p.name for p in ckpt.iterdir()) == ["final", "run_tag"], ckpt
     r = smk("--cores", "2", "--directory", test_pipeline, "--configfile", tmp_path / "changed.yaml", timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "starting step 0/" in (test_pipeline / "logs/results/runs/hsw/seed0/train.log").read_text()
+    log = (test_pipeline / "logs/results/runs/hsw/seed0/train.log").read_text()
+    assert "moved it to results/runs/hsw/seed0/ckpt.stale-" in log and "starting step 0/" in log
     run_cfg = yaml.safe_load((test_pipeline / "results/runs/hsw/seed0/run_config.json").read_text())
     assert run_cfg["hsw"]["mode"] == "released"
 
@@ -250,7 +252,8 @@ def _set(path: str, value):
         (_set("run_defaults.train.epochs_per_iter", 0),
          ["0 is less than the minimum of 1", "On instance['run_defaults']['train']['epochs_per_iter']"]),
         (_set("experiments.hsw.train.ema_rate", 2.0),
-         ["2.0 is greater than or equal to the maximum of 1", "On instance['experiments']['hsw']['train']['ema_rate']"]),
+         ["2.0 is greater than or equal to the maximum of 1",
+          "On instance['experiments']['hsw']['train']['ema_rate']"]),
         (_set("run_defaults.train.checkpoint_every", 0), ["On instance['run_defaults']['train']['checkpoint_every']"]),
         (_set("run_defaults.train.epochs", 0), ["On instance['run_defaults']['train']['epochs']"]),
         (_set("experiments.pdc.train.lr", 0), ["On instance['experiments']['pdc']['train']['lr']"]),

@@ -153,7 +153,8 @@ class TrainStream:
         self.batches_per_iter = (epochs_per_iter * split.num_groups) // global_batch
         if self.batches_per_iter == 0:
             raise ConfigError(
-                f"train.global_batch_size: {global_batch} exceeds the {epochs_per_iter} x {split.num_groups} examples of one "
+                f"train.global_batch_size: {global_batch} exceeds the {epochs_per_iter} x {split.num_groups} "
+                f"examples of one "
                 f"iteration of {split.path}; raise epochs_per_iter or lower the batch size"
             )
         self.iteration, self.batch = 1, 0  # TRM counts iterations from 1 (Philox(seed + 1) first)

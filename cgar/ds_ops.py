@@ -23,9 +23,15 @@ SHM_COMM_OP = "deepspeed_shm_comm"
 
 
 def skip_shm_comm_build() -> None:
-    """Make `deepspeed.comm.torch.build_shm_op` return None (it checks this dict before building)."""
-    import deepspeed.ops
+    """Make `deepspeed.comm.torch.build_shm_op` return None (it checks this dict before building).
 
+    Only where DeepSpeed would build it (an accelerator with that builder: the CPU one); elsewhere (CUDA) the
+    builder is absent and touching the dict would only run DeepSpeed's probe of every op for nothing."""
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().create_op_builder("ShareMemCommBuilder") is None:
+        return
     # DeepSpeed caches the probe result in the module on first access, so this edit is what build_shm_op reads.
     deepspeed.ops.__compatible_ops__[SHM_COMM_OP] = False
 

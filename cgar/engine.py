@@ -39,8 +39,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def compute_init(device: str = "auto") -> Runtime:
-    """Rank variables (defaults for a single process), device choice, and the process group."""
+def compute_init(device: str = "auto", key: str = "train.device") -> Runtime:
+    """Rank variables (defaults for a single process), device choice, and the process group. `key`: where the
+    device came from, for the error (the run config's key, or a CLI flag)."""
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(_free_port()))
@@ -50,7 +51,7 @@ def compute_init(device: str = "auto") -> Runtime:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("train.device: 'cuda' requested but no GPU is visible (torch.cuda.is_available() "
+            raise ConfigError(f"{key}: 'cuda' requested but no GPU is visible (torch.cuda.is_available() "
                               "is False); use auto or cpu")
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)

@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         if split.num_examples == 0:
             raise DataError(split.path, "has no puzzles to evaluate; nothing written")
         check_writable(a.out_dir)  # now, not after the whole evaluation
-        rt = compute_init(a.device)
+        rt = compute_init(a.device, key="--device")
         if a.batch_size % rt.world:
             raise DataError("--batch-size", f"{a.batch_size} is not divisible by the {rt.world} ranks")
         model = build_model(payload, a.checkpoint, rt.device)

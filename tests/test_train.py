@@ -156,6 +156,8 @@ def test_zero_stages_1_and_2_match_stage_0(data_dir, tmp_path):
         ({"train": {"epochs": 0}}, r"train.epochs: must be >= 1, got 0"),
         ({"train": {"global_batch_size": 1024}}, r"train.global_batch_size: 1024 exceeds the 4 x 40 examples"),
         ({"pdc": {"enabled": True, "stages": [[0.0, 5, 5]]}}, r"pdc.stages: stage depth \[\(5, 5\)\] exceeds"),
+        pytest.param({"train": {"device": "cuda"}}, r"train.device: 'cuda' requested but no GPU is visible",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
     ],
 )
 def test_user_errors_exit_2_with_one_line(data_dir, tmp_path, edit, match):

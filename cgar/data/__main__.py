@@ -47,12 +47,16 @@ def cmd_generate(a: argparse.Namespace) -> dict:
 
 
 def cmd_import(a: argparse.Namespace) -> dict:
-    from cgar.data.importer import import_puzzles
+    from cgar.data.importer import import_puzzles, skipped_text
 
-    return import_puzzles(
+    summary = import_puzzles(
         a.src, a.out, format=a.format, source=a.source, on_error=a.on_error,
-        check_unique=not a.no_check_unique, summary_path=None, progress=not a.quiet,
+        check_unique=not a.no_check_unique, class_copies=a.class_copies, summary_path=None, progress=not a.quiet,
     )
+    # the per-reason counts always reach the log, even with --quiet (an all-rejected file raises with them)
+    print(f"import {a.src}: {summary['rows_written']}/{summary['rows_read']} rows written; skipped: "
+          f"{skipped_text(summary['skipped'])}", file=sys.stderr)
+    return summary
 
 
 def cmd_split(a: argparse.Namespace) -> dict:
@@ -113,10 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     common(g)
     g.set_defaults(func=cmd_generate)
 
-    i = sub.add_parser("import", help="validate and import real Sudoku-Extreme CSVs or plain puzzle lists")
+    from cgar.data.formats import FORMATS
+    from cgar.sudoku.rating import DEFAULT_CLASS_COPIES
+
+    i = sub.add_parser("import", help="validate and import Sudoku-Extreme CSVs and other puzzle files "
+                                      "(.gz/.bz2/.xz/.zst too)")
     i.add_argument("src", type=Path)
     i.add_argument("--out", type=Path, required=True, help="normalised output CSV")
-    i.add_argument("--format", choices=("auto", "csv", "list"), default="auto")
+    i.add_argument("--format", choices=("auto", *FORMATS), default="auto",
+                   help="auto (default: from the first line), csv/tsv (source,question,answer,rating), kaggle "
+                        "(quizzes,solutions or puzzle,solution), tdoku (puzzle:count:solution), list (one per line)")
+    i.add_argument("--class-copies", type=int, default=DEFAULT_CLASS_COPIES,
+                   help="symmetric copies rated for the class rating (0 = none; needs the solver)")
     i.add_argument("--source", default=None, help="source label for plain lists (default: file stem)")
     i.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                    help="fail at the first bad row (default) or skip bad rows and count them")

@@ -72,7 +72,8 @@ def cmd_build(a: argparse.Namespace) -> dict:
     from cgar.data.build import BuildConfig, build_dataset
 
     cfg = BuildConfig(
-        subsample_size=a.subsample_size or None, num_aug=a.num_aug, min_difficulty=a.min_difficulty, seed=a.seed
+        subsample_size=a.subsample_size or None, num_aug=a.num_aug, min_difficulty=a.min_difficulty, seed=a.seed,
+        difficulty=a.difficulty,
     )
     return build_dataset(a.train, a.test, a.out, cfg, progress=not a.quiet)
 
@@ -153,7 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, required=True, help="dataset directory")
     b.add_argument("--subsample-size", type=int, default=1000, help="training puzzles kept (0 = all)")
     b.add_argument("--num-aug", type=int, default=1000, help="augmentations per training puzzle")
-    b.add_argument("--min-difficulty", type=int, default=None, help="keep rows with rating >= this (both splits)")
+    b.add_argument("--min-difficulty", type=float, default=None,
+                   help="keep rows with difficulty >= this (both splits)")
+    b.add_argument("--difficulty", choices=("auto", "rating", "class_rating"), default="auto",
+                   help="difficulty column for --min-difficulty and the ratings sidecar (auto: class_rating if "
+                        "the CSV has it, else rating)")
     b.add_argument("--seed", type=int, default=0)
     common(b)
     b.set_defaults(func=cmd_build)

@@ -42,8 +42,9 @@ def _mix(text: str):
 def cmd_generate(a: argparse.Namespace) -> dict:
     from cgar.sudoku.generate import write_chunk
 
-    extra = {} if a.hard_threshold is None else {"hard_threshold": a.hard_threshold}
-    return write_chunk(a.out, seed=a.seed, chunk=a.chunk, size=a.size, mix=a.mix, progress=not a.quiet, **extra)
+    targets = {k: v for k, v in (("hard_threshold", a.hard_threshold), ("extreme_threshold", a.extreme_threshold),
+                                 ("class_copies", a.class_copies)) if v is not None}
+    return write_chunk(a.out, seed=a.seed, chunk=a.chunk, size=a.size, mix=a.mix, progress=not a.quiet, **targets)
 
 
 def cmd_import(a: argparse.Namespace) -> dict:
@@ -112,9 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, required=True, help="dataset seed (use different seeds for unrelated sets)")
     g.add_argument("--chunk", type=int, required=True, help="chunk index; chunk k of seed s is always the same")
     g.add_argument("--size", type=int, required=True, help="puzzles in this chunk")
-    g.add_argument("--mix", type=_mix, default="", help="source shares summing to 1, e.g. hard=0.735,unbiased_like=0.23,kaggle_like=0.023,lowclue=0.012")
-    g.add_argument("--hard-threshold", type=float, default=None, help="gen_hard acceptance: minimum mean rating over 3 symmetry copies (default 20)")
-    g.add_argument("--out", type=Path, required=True, help="output CSV (source,question,answer,rating)")
+    g.add_argument("--mix", type=_mix, default="", help="source shares summing to 1, e.g. extreme=0.735,unbiased_like=0.23,kaggle_like=0.023,lowclue=0.012 (sources: kaggle_like, unbiased_like, lowclue, hard, extreme)")
+    g.add_argument("--hard-threshold", type=float, default=None,
+                   help="gen_hard acceptance: minimum class rating (mean over the class copies; default 20)")
+    g.add_argument("--extreme-threshold", type=float, default=None,
+                   help="gen_extreme acceptance: minimum median rating over the class copies (default 60)")
+    g.add_argument("--class-copies", type=int, default=None,
+                   help="symmetric copies per class rating, stored for every row (default 16)")
+    g.add_argument("--out", type=Path, required=True,
+                   help="output CSV (source,question,answer,rating,class_rating,class_rating_sd)")
     common(g)
     g.set_defaults(func=cmd_generate)
 

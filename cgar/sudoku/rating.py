@@ -43,14 +43,23 @@ def class_copies(puzzles, k: int = DEFAULT_CLASS_COPIES) -> np.ndarray:
     return out
 
 
+def class_copy_ratings(puzzles, k: int = DEFAULT_CLASS_COPIES, parallel: bool = False) -> np.ndarray:
+    """int32[N, k]: the rating of each of the k class copies (`class_copies`) of each puzzle."""
+    copies = class_copies(puzzles, k)
+    return rate_batch(copies.reshape(-1, N_CELLS), parallel=parallel).reshape(len(copies), k)
+
+
 def class_ratings(puzzles, k: int = DEFAULT_CLASS_COPIES, parallel: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(mean float64[N], sd float64[N]) of the rating over each puzzle's k class copies (sd: population, ddof 0)."""
-    copies = class_copies(puzzles, k)
-    n = len(copies)
-    ratings = rate_batch(copies.reshape(n * k, N_CELLS), parallel=parallel).reshape(n, k).astype(np.float64)
-    if n == 0:
+    return summarize_copies(class_copy_ratings(puzzles, k, parallel))
+
+
+def summarize_copies(ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, sd) over the last axis of per-copy ratings [N, k]."""
+    r = np.asarray(ratings, dtype=np.float64)
+    if len(r) == 0:
         return np.zeros(0), np.zeros(0)
-    return ratings.mean(axis=1), ratings.std(axis=1)
+    return r.mean(axis=1), r.std(axis=1)
 
 
 def format_class_rating(mean: float, sd: float) -> tuple[str, str]:
@@ -75,5 +84,5 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-__all__ = ["DEFAULT_CLASS_COPIES", "CLASS_COLUMNS", "class_copies", "class_ratings", "format_class_rating",
-           "spearman"]
+__all__ = ["DEFAULT_CLASS_COPIES", "CLASS_COLUMNS", "class_copies", "class_copy_ratings", "class_ratings",
+           "summarize_copies", "format_class_rating", "spearman"]

@@ -45,7 +45,8 @@ DEFAULT_HARD_COPIES = 3  # gen_hard's climb score: mean over this many copies
 DEFAULT_EXTREME_THRESHOLD = 60  # median of the class copies' ratings
 EXTREME_PROXY_COPIES = 4  # gen_extreme's climb score: geometric mean over this many copies
 EXTREME_FULL_COPIES = 16  # ... and over this many once it would enter the pool or pass
-EXTREME_PROXY_FRACTION = 0.75  # candidates whose proxy reaches this share of the threshold get the class rating
+EXTREME_PROXY_FRACTION = 0.75
+EXTREME_POOL_CAP = 2.0  # gen_extreme's pool scores stop at this multiple of the threshold  # candidates whose proxy reaches this share of the threshold get the class rating
 POOL_SIZE = 32
 KAGGLE_GIVENS = (30, 36)
 LOWCLUE_MAX_GIVENS = 22
@@ -102,13 +103,13 @@ class Targets:
         if not (self.hard_threshold >= 0 and self.extreme_threshold >= 0):
             raise ValueError(f"thresholds must be >= 0, got {self.hard_threshold}, {self.extreme_threshold}")
 
-    def climb(self, label: str) -> tuple[float, int, int, bool, float]:
-        """(proxy threshold, proxy copies, full copies, proxy is a geometric mean, class threshold) of a
-        hill-climbed source (see `generate_kernels.climb`)."""
+    def climb(self, label: str) -> tuple[float, int, int, bool, float, float]:
+        """(proxy threshold, proxy copies, full copies, proxy is a geometric mean, pool cap, class threshold) of
+        a hill-climbed source (see `generate_kernels.climb`)."""
         if label == "gen_hard":
-            return self.hard_threshold, self.hard_copies, self.hard_copies, False, self.hard_threshold
+            return self.hard_threshold, self.hard_copies, self.hard_copies, False, np.inf, self.hard_threshold
         return (self.extreme_threshold * EXTREME_PROXY_FRACTION, EXTREME_PROXY_COPIES, EXTREME_FULL_COPIES, True,
-                self.extreme_threshold)
+                self.extreme_threshold * EXTREME_POOL_CAP, self.extreme_threshold)
 
 
 # ---------------------------------------------------------------------------------------------- Python side
@@ -137,8 +138,9 @@ class _Climber:
     SYMS_PER_CALL = 4096
     SEED_FACTOR = 8
 
-    def __init__(self, rng: np.random.Generator, threshold: float, copies: int, full_copies: int, log_score: bool):
-        self.rng, self.threshold, self.log_score = rng, float(threshold), bool(log_score)
+    def __init__(self, rng: np.random.Generator, threshold: float, copies: int, full_copies: int, log_score: bool,
+                 cap: float):
+        self.rng, self.threshold, self.log_score, self.cap = rng, float(threshold), bool(log_score), float(cap)
         self.copies, self.full_copies = int(copies), int(full_copies)
         # warm start: the hardest (one copy) of SEED_FACTOR x POOL_SIZE random minimal puzzles
         q, a = (np.empty((POOL_SIZE * self.SEED_FACTOR, N_CELLS), dtype=np.uint8) for _ in range(2))
@@ -154,7 +156,7 @@ class _Climber:
         score = np.empty(n, dtype=np.float64)
         got, _, tried = climb(
             _numba_seed(self.rng), self.pool, self.pool_sol, self.pool_score, sym.source_index(), sym.digit_map,
-            self.threshold, self.copies, self.full_copies, self.log_score, n, base, sol, score,
+            self.threshold, self.copies, self.full_copies, self.log_score, self.cap, n, base, sol, score,
         )
         self.tried += tried
         return base[:got], sol[:got]
@@ -165,8 +167,8 @@ def _source_rows(label, n, rng, seen, bar, targets: Targets, max_rounds=10_000):
     rows: list[tuple] = []
     climbed = label in ("gen_hard", "gen_extreme")
     if climbed and n:
-        proxy_threshold, proxy_copies, full_copies, log_score, class_threshold = targets.climb(label)
-        climber = _Climber(rng, proxy_threshold, proxy_copies, full_copies, log_score)
+        *climb_args, class_threshold = targets.climb(label)
+        climber = _Climber(rng, *climb_args)
     for _ in range(max_rounds):
         if len(rows) >= n:
             return rows

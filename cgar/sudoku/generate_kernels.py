@@ -92,8 +92,8 @@ def permute(grid, src, digit_map, out):
 
 
 @njit(cache=True)
-def climb(seed, pool, pool_sol, pool_score, sym_src, sym_map, threshold, copies, full_copies, log_score, max_out,
-          out_base, out_sol, out_score):
+def climb(seed, pool, pool_sol, pool_score, sym_src, sym_map, threshold, copies, full_copies, log_score, cap,
+          max_out, out_base, out_sol, out_score):
     """Run the hill climber until `max_out` candidates scored >= threshold or the symmetries run out.
 
     Pool (uint8[P, 81] puzzles, solutions, float64[P] scores) is updated in place. A candidate's score is its mean
@@ -101,7 +101,10 @@ def climb(seed, pool, pool_sol, pool_score, sym_src, sym_map, threshold, copies,
     which tracks the median copy instead of the few orientations that blow up (symmetries: int64[M, 81] source
     indices, uint8[M, 10] digit maps, consumed in order). A candidate whose score on `copies` would enter the pool
     or pass the threshold is rated on `full_copies` (>= copies) in all and scored on those: pool members then
-    carry a less lucky score, so the pool does not fill with puzzles that merely drew hard copies. Accepted candidates are written unpermuted (puzzle, solution, score): the caller stores
+    carry a less lucky score, so the pool does not fill with puzzles that merely drew hard copies.
+    Pool scores are capped at `cap`: a candidate at the cap replaces a random member once every member is there,
+    so a warm chain keeps turning over near its target instead of climbing on to puzzles that are harder (and
+    slower to rate) than asked for. Accepted candidates are written unpermuted (puzzle, solution, score): the caller stores
     them under a fresh symmetry, so the stored string's rating is not one the selection looked at.
     Returns (accepted, symmetries used, candidates tried)."""
     np.random.seed(seed)
@@ -145,7 +148,10 @@ def climb(seed, pool, pool_sol, pool_score, sym_src, sym_map, threshold, copies,
             out_sol[n_out] = solution
             out_score[n_out] = score
             n_out += 1
-        if score > pool_score[weakest]:
+        entry = min(score, cap)
+        if entry >= cap and pool_score[weakest] >= cap:
+            weakest = np.random.randint(0, n_pool)  # the whole pool is at the cap: turn over a random member
+        if entry > pool_score[weakest] or entry >= cap:
             fresh = True
             for p in range(n_pool):
                 if (pool[p] == puzzle).all():
@@ -154,5 +160,5 @@ def climb(seed, pool, pool_sol, pool_score, sym_src, sym_map, threshold, copies,
             if fresh:
                 pool[weakest] = puzzle
                 pool_sol[weakest] = solution
-                pool_score[weakest] = score
+                pool_score[weakest] = entry
     return n_out, used, tried

@@ -108,6 +108,13 @@ def test_own_output_reimports_to_the_same_rows(tmp_path):
     assert detect_format(again) == "csv"
     summary, second = rows_of(again, tmp_path)
     assert second == first and summary["rows_written"] == 4
+    # the generator's chunks (class-rating columns, no cgar_rating) import too, keeping their rows
+    from cgar.sudoku.generate import SourceMix, write_chunk
+
+    write_chunk(tmp_path / "chunk.csv", 1, 0, 5, SourceMix(unbiased_like=1.0, kaggle_like=0, lowclue=0, hard=0))
+    generated = read_rows(tmp_path / "chunk.csv")
+    summary, imported = rows_of(tmp_path / "chunk.csv", tmp_path)
+    assert summary["format"] == "csv" and [r[:4] + r[5:] for r in imported[1:]] == [r for r in generated[1:]]
 
 
 def test_concatenated_csvs_name_the_second_header(tmp_path):

@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(quizzes,solutions or puzzle,solution), tdoku (puzzle:count:solution), list (one per line)")
     i.add_argument("--class-copies", type=int, default=DEFAULT_CLASS_COPIES,
                    help="symmetric copies rated for the class rating (0 = none; needs the solver)")
-    i.add_argument("--source", default=None, help="source label for plain lists (default: file stem)")
+    i.add_argument("--source", default=None,
+                   help="source label for formats without a source column (default: the file name up to its first dot)")
     i.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                    help="fail at the first bad row (default) or skip bad rows and count them")
     i.add_argument("--no-check-unique", action="store_true", help="skip the solver (uniqueness, answer check)")

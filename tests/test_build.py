@@ -134,3 +134,32 @@ def test_non_utf8_bytes_are_refused_with_file_and_line(write_pairs_csv, tmp_path
     with pytest.raises(DataError, match=r"train.csv:4: not valid UTF-8 \(byte 0xff\)"):
         read_pool([train])
     assert not (tmp_path / "ds").exists()
+
+
+def with_class_rating(src, dst):
+    """Copy of a puzzle CSV with class_rating = 100 - 2.25 * rating (so the two orders are opposite)."""
+    lines = src.read_text().splitlines()
+    out = [lines[0] + ",class_rating,class_rating_sd"]
+    for line in lines[1:]:
+        rating = int(line.rsplit(",", 1)[1])
+        out.append(f"{line},{100 - 2.25 * rating:.2f},1.00")
+    dst.write_text("\n".join(out) + "\n")
+    return dst
+
+
+def test_difficulty_is_the_class_rating_when_the_csv_has_it(csvs, tmp_path):
+    train, test, *_ = csvs
+    ctrain, ctest = with_class_rating(train, tmp_path / "ctrain.csv"), with_class_rating(test, tmp_path / "ctest.csv")
+    cfg = BuildConfig(subsample_size=None, num_aug=0, min_difficulty=80)
+    m = build_dataset(ctrain, ctest, tmp_path / "ds", cfg)  # auto: class_rating >= 80 <=> rating <= 8
+    assert m["difficulty_column"] == {"train": "class_rating", "test": "class_rating"}
+    assert m["splits"]["train"]["groups"] == 9 and m["splits"]["test"]["groups"] == 9
+    # sidecar: the class rating rounded half to even: 100 - 2.25 * r for r = 0..8 (97.75 -> 98, 95.5 -> 96, ...)
+    assert load(tmp_path / "ds" / "test", "ratings").tolist() == [100, 98, 96, 93, 91, 89, 86, 84, 82]
+    plain = build_dataset(ctrain, ctest, tmp_path / "ds2", BuildConfig(subsample_size=None, num_aug=0,
+                                                                      min_difficulty=10, difficulty="rating"))
+    assert plain["difficulty_column"]["test"] == "rating" and plain["splits"]["test"]["groups"] == 5
+    with pytest.raises(DataError, match=r"train.csv:1: difficulty column 'class_rating' is not in the header"):
+        build_dataset(train, test, tmp_path / "ds3", BuildConfig(num_aug=0, difficulty="class_rating"))
+    with pytest.raises(ValueError, match="difficulty must be one of"):
+        BuildConfig(difficulty="tdoku")

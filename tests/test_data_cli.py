@@ -44,10 +44,10 @@ def test_pipeline_end_to_end(tmp_path):
 
     # a test puzzle that is a symmetry of a train puzzle: the checker finds it and exits 1
     train_lines = (tmp_path / "train.csv").read_text().splitlines()
-    src, q, a, rating = train_lines[1].split(",")
+    src, q, a, *rest = train_lines[1].split(",")  # rest: rating and the class-rating columns
     flip = lambda s: "".join(s[c * 9 + r] for r in range(9) for c in range(9))  # noqa: E731  (transpose)
     with open(tmp_path / "test.csv", "a") as f:
-        f.write(f"{src},{flip(q)},{flip(a)},{rating}\n")
+        f.write(",".join([src, flip(q), flip(a), *rest]) + "\n")
     r = cli("check", "--train", "train.csv", "--test", "test.csv", "--quiet", cwd=tmp_path)
     assert r.returncode == 1 and json.loads(r.stdout)["leaks"] == 1 and "LEAK" in r.stderr
     assert valid_solutions(parse_grids([flip(a)])).all()

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 from cgar.sudoku import solver
-from cgar.sudoku.generate import SourceMix, generate_chunk, write_chunk
+from cgar.sudoku.generate import CHUNK_HEADER, SourceMix, Targets, generate_chunk, write_chunk
 from cgar.sudoku.grid import givens_consistent, num_givens, parse_grids, valid_solutions
+from cgar.sudoku.rating import class_copy_ratings, class_ratings
 
-ONLY = {name: SourceMix(**{f: float(f == name) for f in ("kaggle_like", "unbiased_like", "lowclue", "hard")})
-        for name in ("kaggle_like", "unbiased_like", "lowclue", "hard")}
+SOURCES = ("kaggle_like", "unbiased_like", "lowclue", "hard", "extreme")
+ONLY = {name: SourceMix(**{f: float(f == name) for f in SOURCES}) for name in SOURCES}
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,8 @@ def check_rows(rows):
     assert (counts == 1).all() and (sols == a).all()
     assert ratings.tolist() == [r[3] for r in rows]  # rating = rate() of the stored string
     assert len({r[1] for r in rows}) == len(rows)  # no exact duplicates
+    mean, sd = class_ratings(q)  # the class columns are the class rating of the stored puzzle (k = 16)
+    assert [r[4] for r in rows] == [f"{m:.2f}" for m in mean] and [r[5] for r in rows] == [f"{x:.2f}" for x in sd]
     return q, a
 
 
@@ -62,7 +65,21 @@ def test_hard_puzzles_need_guessing(hard_rows):
     check_rows(hard_rows)
     ratings = np.array([r[3] for r in hard_rows])
     assert (ratings >= 1).mean() >= 0.95
-    assert np.median(ratings) >= 10
+    # stored under a fresh copy, the cheap source's single-string median is low (3 on this chunk): the class
+    # rating is what it was selected on, and gen_extreme is the source that matches the forum sets
+    assert np.median(ratings) >= 2
+    assert min(float(r[4]) for r in hard_rows) >= Targets().hard_threshold  # accepted on the class rating
+
+
+def test_extreme_source_accepts_on_the_class_copies_median():
+    # a low threshold keeps the test fast; the shipped threshold's difficulty is measured by bench/data_bench.py
+    rows = generate_chunk(4, 0, 12, ONLY["extreme"], extreme_threshold=6)
+    q, _ = check_rows(rows)
+    assert {r[0] for r in rows} == {"gen_extreme"}
+    assert (np.median(class_copy_ratings(q), axis=1) >= 6).all()
+    assert rows == generate_chunk(4, 0, 12, ONLY["extreme"], extreme_threshold=6)  # deterministic
+    with pytest.raises(ValueError, match="class_copies"):
+        generate_chunk(4, 0, 2, ONLY["extreme"], class_copies=0)
 
 
 def test_determinism_and_chunk_independence():
@@ -82,9 +99,10 @@ def test_source_mix_validation_and_counts():
     with pytest.raises(ValueError, match="sum to"):
         SourceMix(hard=0.5)
     assert SourceMix().counts(1000) == {
-        "gen_kaggle_like": 23, "gen_unbiased_like": 230, "gen_lowclue": 12, "gen_hard": 735}
+        "gen_kaggle_like": 23, "gen_unbiased_like": 230, "gen_lowclue": 12, "gen_hard": 735, "gen_extreme": 0}
     # 7 * shares = 0.161, 1.61, 0.084, 5.145 -> floors 0, 1, 0, 5 and one left for the largest remainder (0.61)
-    assert SourceMix().counts(7) == {"gen_kaggle_like": 0, "gen_unbiased_like": 2, "gen_lowclue": 0, "gen_hard": 5}
+    assert SourceMix().counts(7) == {"gen_kaggle_like": 0, "gen_unbiased_like": 2, "gen_lowclue": 0, "gen_hard": 5,
+                                     "gen_extreme": 0}
     for size in range(0, 50):
         assert sum(SourceMix().counts(size).values()) == size
     with pytest.raises(ValueError, match="seed"):
@@ -96,8 +114,10 @@ def test_write_chunk(tmp_path):
     stats = write_chunk(path, 1, 2, 10, ONLY["unbiased_like"], progress=True)
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["source", "question", "answer", "rating"] and len(rows) == 11
+    assert rows[0] == list(CHUNK_HEADER) == ["source", "question", "answer", "rating", "class_rating",
+                                             "class_rating_sd"] and len(rows) == 11
     assert stats["sources"]["gen_unbiased_like"]["count"] == 10
     assert sum(stats["all"]["givens_hist"].values()) == 10
     assert stats["all"]["rating_mean"] == pytest.approx(np.mean([int(r[3]) for r in rows[1:]]))
     assert [tuple(r[:3]) for r in rows[1:]] == [r[:3] for r in generate_chunk(1, 2, 10, ONLY["unbiased_like"])]
+    assert stats["all"]["class_rating_mean"] == pytest.approx(np.mean([float(r[4]) for r in rows[1:]]))

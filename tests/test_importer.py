@@ -13,6 +13,7 @@ import pytest
 from cgar.data.importer import import_csv, import_puzzle_list, import_puzzles
 from cgar.io_utils import DataError
 from cgar.sudoku.grid import format_grid, parse_grids, valid_solutions
+from cgar.sudoku.rating import CLASS_COLUMNS
 from tests.conftest import pattern_grid
 
 HEADER = "source,question,answer,rating"
@@ -124,14 +125,14 @@ def test_each_error_kind_is_located_and_skippable(tmp_path, kind, bad, message, 
     assert summary["skipped"] == {kind: 1} and summary["rows_read"] == 3 and summary["rows_written"] == 2
     assert summary["examples"][kind][0]["line"] == 3 and re.match(message, summary["examples"][kind][0]["message"])
     rows = read_rows(dst)
-    assert rows[0] == [*HEADER.split(","), "cgar_rating"]
+    assert rows[0] == [*HEADER.split(","), "cgar_rating", *(CLASS_COLUMNS if unique else ())]  # class: solver on
     assert [r[1] for r in rows[1:]] == [puzzle(0), puzzle(1)]
 
 
 @pytest.mark.parametrize("content,message,line", [
     ("", r"empty file \(expected the header source,question,answer,rating\)", None),
     (HEADER + "\n", r"empty file: no puzzle rows after the header", None),
-    ("a,b,c,d\n" + GOOD1 + "\n", r"wrong header: expected 'source,question,answer,rating', found 'a,b,c,d'", 1),
+    ("a,b,c,d\n" + GOOD1 + "\n", r"wrong header: expected 'source,question,answer,rating'.*, found 'a,b,c,d'", 1),
 ])
 @pytest.mark.parametrize("on_error", ["fail", "skip"])
 def test_file_level_errors_always_raise(tmp_path, content, message, line, on_error):
@@ -194,7 +195,8 @@ def test_answer_differing_from_unique_solution(tmp_path, monkeypatch):
     message = r"in.csv:2: answer differs from the unique solution at r1c1: answer has 1, solution has 8"
     with pytest.raises(DataError, match=message):
         import_csv(src, tmp_path / "out.csv")
-    assert import_csv(src, tmp_path / "out.csv", on_error="skip")["skipped"] == {"answer_not_solution": 1}
+    with pytest.raises(DataError, match=r"no valid rows: all 1 rows were rejected \(answer_not_solution=1\)"):
+        import_csv(src, tmp_path / "out.csv", on_error="skip")  # skipping everything is still an error
 
 
 def test_plain_list_with_comments_and_zero_blanks(tmp_path):
@@ -209,9 +211,9 @@ def test_plain_list_with_comments_and_zero_blanks(tmp_path):
     assert summary["skipped"] == {"no_solution": 1, "multiple_solutions": 1, "duplicate": 1}
     assert summary["examples"]["duplicate"][0] == {"line": 8, "message": "duplicate question: same puzzle as line 3"}
     rows = read_rows(tmp_path / "out.csv")
-    assert rows[0] == HEADER.split(",")
+    assert rows[0] == [*HEADER.split(","), "cgar_rating", *CLASS_COLUMNS]
     assert [r[:3] for r in rows[1:]] == [["my_set", puzzle(0), SOLUTION], ["my_set", puzzle(1), SOLUTION]]
-    assert all(int(r[3]) >= 0 for r in rows[1:])
+    assert all(int(r[3]) >= 0 and r[3] == r[4] for r in rows[1:])  # no rating in a list: ours fills both
     # Without uniqueness checking the two-solution puzzle gets one of its solutions.
     summary = import_puzzle_list(src, tmp_path / "out.csv", source="x", on_error="skip", check_unique=False)
     assert summary["skipped"] == {"no_solution": 1, "duplicate": 1} and summary["sources"] == {"x": 3}
@@ -233,8 +235,10 @@ def test_format_sniffing(tmp_path):
     list_src = write(tmp_path / "l.csv", ["# a list despite its name", puzzle(0)])
     assert import_puzzles(list_src, tmp_path / "o2.csv")["format"] == "list"
     bad_header = write(tmp_path / "b.txt", ["x,y", GOOD1])
-    with pytest.raises(DataError, match="wrong header"):
+    with pytest.raises(DataError, match=r"b.txt:1: cannot tell the format from 'x,y'.*--format"):
         import_puzzles(bad_header, tmp_path / "o4.csv")
+    with pytest.raises(DataError, match="wrong header"):
+        import_puzzles(bad_header, tmp_path / "o4.csv", format="csv")
     with pytest.raises(ValueError, match="format must be"):
         import_puzzles(csv_src, tmp_path / "o3.csv", format="xml")
 

@@ -82,7 +82,8 @@ def test_check_leaks_finds_planted_leak_in_csvs(tmp_path):
     )
     report = check_leaks(train, test)
     assert report["leaks"] == 1 and report["test_puzzles"] == 11
-    assert report["examples"] == [{"test_row": 10, "question": format_grid(leak_p[0])}]
+    # row 10 of the data is file line 12 (the header is line 1): the line importer errors would name
+    assert report["examples"] == [{"test_line": 12, "question": format_grid(leak_p[0])}]
 
 
 def _table(questions, answers) -> PuzzleTable:
@@ -107,8 +108,26 @@ def test_check_leaks_on_built_dirs(tmp_path):
         report = check_leaks(tmp_path / "train", tmp_path / "test", all_examples=all_examples)
         assert report["leaks"] == 1 and report["train_classes"] == 10
         assert report["train_puzzles"] == (40 if all_examples else 10)
-        assert report["examples"][0] == {"test_row": 20, "question": format_grid(leak[0])}
+        assert report["examples"][0] == {"test_example": 20, "question": format_grid(leak[0])}
     clean = write_csv(tmp_path / "clean.csv", puzzles[10:], solutions[10:], ["x"] * 20)
     assert check_leaks(tmp_path / "train", clean)["leaks"] == 0  # a dir and a CSV mix
     with pytest.raises(DataError, match="not a puzzle CSV or a built split dir"):
         check_leaks(tmp_path, clean)
+
+
+def test_split_keeps_every_column_and_refuses_mixed_headers(tmp_path):
+    puzzles, solutions = random_pairs(12, seed=7)
+    header = ("source", "question", "answer", "rating", "cgar_rating", "class_rating", "class_rating_sd")
+    rows = [("s", format_grid(p), format_grid(a), i, 2 * i, f"{i / 4:.2f}", "0.50" if i % 2 else "")
+            for i, (p, a) in enumerate(zip(puzzles, solutions))]
+    pool = tmp_path / "pool.csv"
+    write_puzzle_csv(pool, rows, header=header)
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    split_pool([pool], train, test, test_size=4, seed=0)
+    lines = [train.read_text().splitlines(), test.read_text().splitlines()]
+    assert lines[0][0] == lines[1][0] == ",".join(header)
+    expected = {",".join(map(str, r)) for r in rows}
+    assert set(lines[0][1:]) | set(lines[1][1:]) == expected and len(lines[0]) + len(lines[1]) == 2 + 12
+    plain = write_csv(tmp_path / "plain.csv", puzzles[:2], solutions[:2], ["s"] * 2)
+    with pytest.raises(DataError, match=r"plain.csv:1: header source,question,answer,rating differs from"):
+        split_pool([pool, plain], train, test, test_size=1, seed=0)

@@ -211,7 +211,8 @@ def test_import_mode_stops_before_training_on_a_leak(tmp_path):
     leak = (rows[0][0], transpose(rows[0][1]), transpose(rows[0][2]), rows[0][3])
     (tmp_path / "real").mkdir()
     for name, part in (("train", rows[:30]), ("test", rows[30:] + [leak])):
-        lines = ["source,question,answer,rating"] + [",".join(map(str, r)) for r in part]
+        # the real dataset's 4 columns (generated rows also carry the class-rating columns)
+        lines = ["source,question,answer,rating"] + [",".join(map(str, r[:4])) for r in part]
         (tmp_path / "real" / f"{name}.csv").write_text("\n".join(lines) + "\n")
     cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
     cfg["data"]["source"] = "import"

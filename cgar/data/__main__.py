@@ -42,17 +42,22 @@ def _mix(text: str):
 def cmd_generate(a: argparse.Namespace) -> dict:
     from cgar.sudoku.generate import write_chunk
 
-    extra = {} if a.hard_threshold is None else {"hard_threshold": a.hard_threshold}
-    return write_chunk(a.out, seed=a.seed, chunk=a.chunk, size=a.size, mix=a.mix, progress=not a.quiet, **extra)
+    targets = {k: v for k, v in (("hard_threshold", a.hard_threshold), ("extreme_threshold", a.extreme_threshold),
+                                 ("class_copies", a.class_copies)) if v is not None}
+    return write_chunk(a.out, seed=a.seed, chunk=a.chunk, size=a.size, mix=a.mix, progress=not a.quiet, **targets)
 
 
 def cmd_import(a: argparse.Namespace) -> dict:
-    from cgar.data.importer import import_puzzles
+    from cgar.data.importer import import_puzzles, skipped_text
 
-    return import_puzzles(
+    summary = import_puzzles(
         a.src, a.out, format=a.format, source=a.source, on_error=a.on_error,
-        check_unique=not a.no_check_unique, summary_path=None, progress=not a.quiet,
+        check_unique=not a.no_check_unique, class_copies=a.class_copies, summary_path=None, progress=not a.quiet,
     )
+    # the per-reason counts always reach the log, even with --quiet (an all-rejected file raises with them)
+    print(f"import {a.src}: {summary['rows_written']}/{summary['rows_read']} rows written; skipped: "
+          f"{skipped_text(summary['skipped'])}", file=sys.stderr)
+    return summary
 
 
 def cmd_split(a: argparse.Namespace) -> dict:
@@ -68,7 +73,8 @@ def cmd_build(a: argparse.Namespace) -> dict:
     from cgar.data.build import BuildConfig, build_dataset
 
     cfg = BuildConfig(
-        subsample_size=a.subsample_size or None, num_aug=a.num_aug, min_difficulty=a.min_difficulty, seed=a.seed
+        subsample_size=a.subsample_size or None, num_aug=a.num_aug, min_difficulty=a.min_difficulty, seed=a.seed,
+        difficulty=a.difficulty,
     )
     return build_dataset(a.train, a.test, a.out, cfg, progress=not a.quiet)
 
@@ -107,17 +113,32 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, required=True, help="dataset seed (use different seeds for unrelated sets)")
     g.add_argument("--chunk", type=int, required=True, help="chunk index; chunk k of seed s is always the same")
     g.add_argument("--size", type=int, required=True, help="puzzles in this chunk")
-    g.add_argument("--mix", type=_mix, default="", help="source shares summing to 1, e.g. hard=0.735,unbiased_like=0.23,kaggle_like=0.023,lowclue=0.012")
-    g.add_argument("--hard-threshold", type=float, default=None, help="gen_hard acceptance: minimum mean rating over 3 symmetry copies (default 20)")
-    g.add_argument("--out", type=Path, required=True, help="output CSV (source,question,answer,rating)")
+    g.add_argument("--mix", type=_mix, default="", help="source shares summing to 1, e.g. extreme=0.735,unbiased_like=0.23,kaggle_like=0.023,lowclue=0.012 (sources: kaggle_like, unbiased_like, lowclue, hard, extreme)")
+    g.add_argument("--hard-threshold", type=float, default=None,
+                   help="gen_hard acceptance: minimum class rating (mean over the class copies; default 20)")
+    g.add_argument("--extreme-threshold", type=float, default=None,
+                   help="gen_extreme acceptance: minimum median rating over the class copies (default 60)")
+    g.add_argument("--class-copies", type=int, default=None,
+                   help="symmetric copies per class rating, stored for every row (default 16)")
+    g.add_argument("--out", type=Path, required=True,
+                   help="output CSV (source,question,answer,rating,class_rating,class_rating_sd)")
     common(g)
     g.set_defaults(func=cmd_generate)
 
-    i = sub.add_parser("import", help="validate and import real Sudoku-Extreme CSVs or plain puzzle lists")
+    from cgar.data.formats import FORMATS
+    from cgar.sudoku.rating import DEFAULT_CLASS_COPIES
+
+    i = sub.add_parser("import", help="validate and import Sudoku-Extreme CSVs and other puzzle files "
+                                      "(.gz/.bz2/.xz/.zst too)")
     i.add_argument("src", type=Path)
     i.add_argument("--out", type=Path, required=True, help="normalised output CSV")
-    i.add_argument("--format", choices=("auto", "csv", "list"), default="auto")
-    i.add_argument("--source", default=None, help="source label for plain lists (default: file stem)")
+    i.add_argument("--format", choices=("auto", *FORMATS), default="auto",
+                   help="auto (default: from the first line), csv/tsv (source,question,answer,rating), kaggle "
+                        "(quizzes,solutions or puzzle,solution), tdoku (puzzle:count:solution), list (one per line)")
+    i.add_argument("--class-copies", type=int, default=DEFAULT_CLASS_COPIES,
+                   help="symmetric copies rated for the class rating (0 = none; needs the solver)")
+    i.add_argument("--source", default=None,
+                   help="source label for formats without a source column (default: the file name up to its first dot)")
     i.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                    help="fail at the first bad row (default) or skip bad rows and count them")
     i.add_argument("--no-check-unique", action="store_true", help="skip the solver (uniqueness, answer check)")
@@ -141,7 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, required=True, help="dataset directory")
     b.add_argument("--subsample-size", type=int, default=1000, help="training puzzles kept (0 = all)")
     b.add_argument("--num-aug", type=int, default=1000, help="augmentations per training puzzle")
-    b.add_argument("--min-difficulty", type=int, default=None, help="keep rows with rating >= this (both splits)")
+    b.add_argument("--min-difficulty", type=float, default=None,
+                   help="keep rows with difficulty >= this (both splits)")
+    b.add_argument("--difficulty", choices=("auto", "rating", "class_rating"), default="auto",
+                   help="difficulty column for --min-difficulty and the ratings sidecar (auto: class_rating if "
+                        "the CSV has it, else rating)")
     b.add_argument("--seed", type=int, default=0)
     common(b)
     b.set_defaults(func=cmd_build)

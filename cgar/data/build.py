@@ -9,7 +9,9 @@ Layout of `<out>/`: `identifiers.json`, `manifest.json`, and for each split `<ou
 `all__inputs.npy` uint8[N, 81], `all__labels.npy` uint8[N, 81], `all__puzzle_identifiers.npy` int32[N],
 `all__puzzle_indices.npy` int32[N+1], `all__group_indices.npy` int32[G+1], `dataset.json`, and two sidecars the
 reference does not have (its loaders ignore them): `all__ratings.npy` int32[N] and `all__source_ids.npy` int16[N]
-indexing `sources.json`, so evaluation can report accuracy per difficulty and per source. Stored values are
+indexing `sources.json`, so evaluation can report accuracy per difficulty and per source. The difficulty is the
+column `BuildConfig.difficulty` names ("auto": the class rating when the CSV has it, else `rating`), rounded to an
+integer in the sidecar; `min_difficulty` filters on the same column and the manifest records which. Stored values are
 digit + 1, so 0 = pad, 1 = blank, 2..10 = digits 1..9. Each group is one original puzzle followed by its
 `num_aug` augmentations; each example is its own "puzzle". The test split is never augmented.
 """
@@ -33,20 +35,24 @@ from cgar.sudoku.symmetry import augment_pairs
 SPLITS = ("train", "test")
 ARRAY_FILES = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 AUG_CHUNK = 1 << 16  # pairs augmented per vectorised call: bounds the int64 index temporaries to ~40 MB
+DIFFICULTY_COLUMNS = ("auto", "rating", "class_rating")
 
 
 @dataclass(frozen=True)
 class BuildConfig:
     subsample_size: int | None = 1000  # training puzzles kept (None = all)
     num_aug: int = 1000  # augmentations per training puzzle
-    min_difficulty: int | None = None  # keep rows with rating >= this, in both splits (as the reference)
+    min_difficulty: float | None = None  # keep rows with difficulty >= this, in both splits (as the reference)
     seed: int = 0
+    difficulty: str = "auto"  # the column min_difficulty and the ratings sidecar use (DIFFICULTY_COLUMNS)
 
     def __post_init__(self):
         if self.subsample_size is not None and self.subsample_size < 1:
             raise ValueError(f"subsample_size must be >= 1 or None, got {self.subsample_size}")
         if self.num_aug < 0:
             raise ValueError(f"num_aug must be >= 0, got {self.num_aug}")
+        if self.difficulty not in DIFFICULTY_COLUMNS:
+            raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTY_COLUMNS)}, got {self.difficulty!r}")
 
 
 @dataclass
@@ -56,7 +62,7 @@ class PuzzleTable:
     sources: np.ndarray  # object[N]
     questions: np.ndarray  # uint8[N, 81]
     answers: np.ndarray  # uint8[N, 81]
-    ratings: np.ndarray  # int64[N]
+    ratings: np.ndarray  # float64[N]: the difficulty column (integers for `rating`)
 
     def __len__(self) -> int:
         return len(self.ratings)
@@ -77,32 +83,58 @@ def _check_utf8(path: Path, row: list[str], line_no: int) -> None:
         raise DataError(path, f"not valid UTF-8 (byte 0x{byte:02x})", line=line_no) from None
 
 
-def iter_puzzle_rows(path: Path):
-    """Yield (line_no, source, question, answer, rating) of a puzzle CSV, checking the header."""
+def read_header(path: Path) -> list[str]:
+    """The header of a puzzle CSV: source,question,answer,rating, then any extra columns (kept by split)."""
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        header = next(csv.reader(f), None)
+    if header is None:
+        raise DataError(path, "empty file (expected a header source,question,answer,rating)")
+    _check_utf8(path, header, 1)
+    if header[:4] != ["source", "question", "answer", "rating"]:
+        raise DataError(path, f"wrong header {header!r}; expected source,question,answer,rating", line=1)
+    return header
+
+
+def iter_puzzle_rows(path: Path, difficulty: str = "rating"):
+    """Yield (line_no, source, question, answer, difficulty value, extra columns) of a puzzle CSV.
+
+    difficulty: 'rating' (int), 'class_rating' (float; the column must exist and be filled) or 'auto' (the class
+    rating when the header has it, else the rating)."""
+    header = read_header(path)
+    column = resolve_difficulty(path, header, difficulty)
+    col = header.index(column)
+    parse = int if column == "rating" else float
     with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(path, "empty file (expected a header source,question,answer,rating)")
-        _check_utf8(path, header, 1)
-        if header[:4] != ["source", "question", "answer", "rating"]:
-            raise DataError(path, f"wrong header {header!r}; expected source,question,answer,rating", line=1)
+        next(reader)
         for line_no, row in enumerate(reader, start=2):
             _check_utf8(path, row, line_no)
-            if len(row) < 4:
-                raise DataError(path, f"expected at least 4 columns, got {len(row)}", line=line_no)
+            if len(row) != len(header):
+                raise DataError(path, f"expected {len(header)} columns ({','.join(header)}), got {len(row)}",
+                                line=line_no)
             try:
-                rating = int(row[3])
+                value = parse(row[col])
             except ValueError:
-                raise DataError(path, f"rating {row[3]!r} is not an integer", line=line_no) from None
-            yield line_no, row[0], row[1], row[2], rating
+                kind = "an integer" if parse is int else "a number"
+                raise DataError(path, f"{column} {row[col]!r} is not {kind}", line=line_no) from None
+            yield line_no, row[0], row[1], row[2], value, row[4:]
+
+
+def resolve_difficulty(path: Path, header: list[str], difficulty: str) -> str:
+    """The column name `difficulty` stands for in a file with this header."""
+    if difficulty == "auto":
+        return "class_rating" if "class_rating" in header else "rating"
+    if difficulty not in header:
+        raise DataError(path, f"difficulty column {difficulty!r} is not in the header {','.join(header)}", line=1)
+    return difficulty
 
 
 def read_puzzle_csv(
     path: str | os.PathLike,
     *,
-    min_difficulty: int | None = None,
+    min_difficulty: float | None = None,
     keep: np.ndarray | None = None,
+    difficulty: str = "rating",
 ) -> PuzzleTable:
     """Read a puzzle CSV (streaming), keeping rows with rating >= min_difficulty.
 
@@ -113,7 +145,7 @@ def read_puzzle_csv(
     sources, questions, answers, ratings, lines = [], [], [], [], []
     k = 0  # index among filtered rows
     j = 0  # position in `keep`
-    for line_no, source, question, answer, rating in iter_puzzle_rows(path):
+    for line_no, source, question, answer, rating, _ in iter_puzzle_rows(path, difficulty):
         if min_difficulty is not None and rating < min_difficulty:
             continue
         if keep is None or (j < len(keep) and keep[j] == k):
@@ -132,7 +164,7 @@ def read_puzzle_csv(
         np.array(sources, dtype=object),
         parse_grids(questions),
         parse_grids(answers),
-        np.array(ratings, dtype=np.int64),
+        np.array(ratings, dtype=np.float64),
     )
     bad = ~(valid_solutions(table.answers) & givens_consistent(table.questions, table.answers))
     if bad.any():
@@ -141,20 +173,21 @@ def read_puzzle_csv(
     return table
 
 
-def count_rows(path: str | os.PathLike, *, min_difficulty: int | None = None) -> int:
-    return sum(1 for *_, r in iter_puzzle_rows(Path(path)) if min_difficulty is None or r >= min_difficulty)
+def count_rows(path: str | os.PathLike, *, min_difficulty: float | None = None, difficulty: str = "rating") -> int:
+    return sum(1 for *_, r, _ in iter_puzzle_rows(Path(path), difficulty)
+               if min_difficulty is None or r >= min_difficulty)
 
 
 def subsample(path: str | os.PathLike, cfg: BuildConfig, rng: np.random.Generator) -> PuzzleTable:
     """Seeded subsample without replacement, in the drawn (random) order like the reference's np.random.choice."""
-    n = count_rows(path, min_difficulty=cfg.min_difficulty)
+    n = count_rows(path, min_difficulty=cfg.min_difficulty, difficulty=cfg.difficulty)
     if n == 0:
         raise DataError(path, f"no rows left after min_difficulty={cfg.min_difficulty}")
     if cfg.subsample_size is None or cfg.subsample_size >= n:
-        return read_puzzle_csv(path, min_difficulty=cfg.min_difficulty)
+        return read_puzzle_csv(path, min_difficulty=cfg.min_difficulty, difficulty=cfg.difficulty)
     chosen = rng.choice(n, size=cfg.subsample_size, replace=False)
     order = np.argsort(chosen)
-    table = read_puzzle_csv(path, min_difficulty=cfg.min_difficulty, keep=chosen[order])
+    table = read_puzzle_csv(path, min_difficulty=cfg.min_difficulty, keep=chosen[order], difficulty=cfg.difficulty)
     return table.take(np.argsort(order))  # back to the drawn order
 
 
@@ -207,7 +240,7 @@ def write_split(out: Path, inputs: np.ndarray, labels: np.ndarray, group_sizes: 
         "puzzle_identifiers": np.zeros(n, dtype=np.int32),
         "puzzle_indices": np.arange(n + 1, dtype=np.int32),
         "group_indices": np.concatenate([[0], np.cumsum(group_sizes)]).astype(np.int32),
-        "ratings": np.repeat(table.ratings, group_sizes).astype(np.int32),
+        "ratings": np.repeat(np.rint(table.ratings), group_sizes).astype(np.int32),  # class means rounded
         "source_ids": np.repeat(source_ids, group_sizes),
     }
     for name, arr in arrays.items():
@@ -258,7 +291,7 @@ def build_dataset(
     # Independent streams for the subsample and the augmentation: changing num_aug keeps the same puzzles.
     ss_sub, ss_aug = np.random.SeedSequence([cfg.seed, 2025]).spawn(2)
     train = subsample(train_csv, cfg, np.random.default_rng(ss_sub))
-    test = read_puzzle_csv(test_csv, min_difficulty=cfg.min_difficulty)
+    test = read_puzzle_csv(test_csv, min_difficulty=cfg.min_difficulty, difficulty=cfg.difficulty)
     if len(test) == 0:
         raise DataError(test_csv, f"no test rows (min_difficulty={cfg.min_difficulty})")
     with atomic_directory(out_dir) as tmp:
@@ -274,6 +307,10 @@ def build_dataset(
             "format": "cgar-sudoku-dataset/1",
             "cgar_version": __version__,
             "config": asdict(cfg),
+            "difficulty_column": {  # what `difficulty: auto` resolved to, per split
+                "train": resolve_difficulty(train_csv, read_header(train_csv), cfg.difficulty),
+                "test": resolve_difficulty(test_csv, read_header(test_csv), cfg.difficulty),
+            },
             "inputs": {
                 "train_csv": {"path": str(train_csv), "sha256": sha256_file(train_csv)},
                 "test_csv": {"path": str(test_csv), "sha256": sha256_file(test_csv)},

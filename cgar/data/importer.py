@@ -1,30 +1,32 @@
-"""Import real Sudoku-Extreme CSVs and plain puzzle lists into our puzzle CSV, validating every row.
+"""Import real Sudoku-Extreme CSVs and the puzzle files people have into our puzzle CSV, validating every row.
 
-Inputs:
-- CSV: header exactly `source,question,answer,rating` (question 81 chars, '.' or '0' blank; answer 81 digits;
-  integer rating). Output adds a 5th column `cgar_rating` (our rating) so both scales can be compared.
-- Plain list: one 81-char puzzle per line ('.' or '0' blank); blank lines and `#` lines are ignored, and
-  anything after whitespace on a puzzle line is a comment. The solver supplies the answer, the caller (or
-  the file stem) the source, and our own rating fills the `rating` column.
+Input kinds and their detection are in `cgar.data.formats` (Sudoku-Extreme CSV/TSV including this project's
+own output, Kaggle `quizzes,solutions` / `puzzle,solution`, tdoku `puzzle:count:solution`, plain lists;
+gzip/bzip2/xz/zstd compressed or not). Question '.' or '0' blank; answer 81 digits when the format has one.
+
+Output header: `source,question,answer,rating,cgar_rating` plus `class_rating,class_rating_sd` when the class
+rating is computed (`class_copies` > 0, see `cgar.sudoku.rating`). `rating` is the file's own (tdoku) rating
+where the format has one, else ours; `cgar_rating` is always ours (one run on the stored string). For formats
+without a source column the caller (or the file name) gives the source; without an answer the solver supplies it.
 
 Streaming: rows are read one at a time and checked cheaply (columns, lengths, characters, rating) as they
 come; the grid and solver checks run on batches of `batch_size` rows, and validated rows go straight into
 the output through `atomic_write`, so memory does not grow with the file except for the duplicate index
 (12 bytes a row) and a failure or kill leaves no partial output.
 
-`check_unique=False` (CSV only) skips the solver entirely: no solution count, no check that the answer is
-the unique solution, and `cgar_rating` is left empty. Structural checks, the answer's validity and its
-agreement with the givens still run. For a plain list the solver always runs (it is where the answer comes
-from); `check_unique=False` then only stops it from looking for a second solution.
+`check_unique=False` on a file with answers skips the solver entirely: no solution count, no check that the
+answer is the unique solution, and `cgar_rating` and the class rating are left empty. Structural checks, the
+answer's validity and its agreement with the givens still run. Without answers the solver always runs (it is
+where the answer comes from); `check_unique=False` then only stops it from looking for a second solution.
 
 `on_error="fail"` raises a `DataError` (file:line: message) at the first bad row; `"skip"` drops bad rows
-and counts them per kind in the summary, keeping the first few messages as examples. File-level problems
-(empty file, wrong header, malformed CSV) always raise.
+and counts them per kind in the summary, keeping the first few messages as examples, and still raises when no
+valid row remains (the output is then not written). File-level problems (empty file, wrong header, malformed
+CSV, an undetectable format) always raise.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import sys
@@ -36,9 +38,11 @@ from typing import Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from cgar.data.formats import FORMATS, RowError, detect_format, open_text, records
 from cgar.data.puzzle_csv import HEADER, write_puzzle_csv
 from cgar.io_utils import DataError, atomic_write_json
 from cgar.sudoku.grid import N_CELLS, UNITS, grid_problem, parse_grids
+from cgar.sudoku.rating import CLASS_COLUMNS, DEFAULT_CLASS_COPIES, class_ratings, format_class_rating
 
 EXAMPLES_PER_KIND = 3
 _QUESTION_CHARS = ".0123456789"
@@ -125,13 +129,17 @@ class _Importer:
     """One import run: per-row checks, batched grid/solver checks, error policy and the running summary."""
 
     def __init__(self, src: Path, fmt: str, *, source: str | None, on_error: str, check_unique: bool,
-                 batch_size: int, progress: bool):
+                 batch_size: int, progress: bool, class_copies: int):
         if on_error not in ("fail", "skip"):
             raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+        if class_copies < 0:
+            raise ValueError(f"class_copies must be >= 0 (0 = no class rating), got {class_copies}")
         self.src, self.fmt, self.on_error, self.check_unique = src, fmt, on_error, check_unique
-        self.source = source if source is not None else src.stem
+        self.source = source if source is not None else src.name.split(".", 1)[0]
         self.batch_size = batch_size
-        self.use_solver = check_unique or fmt == "list"
+        self.has_answers = fmt in ("csv", "tsv", "kaggle")  # tdoku lines may have one too: per row
+        self.use_solver = check_unique or not self.has_answers
+        self.class_copies = class_copies if self.use_solver else 0
         self.seen = _SeenQuestions()
         self.batch: list[tuple[int, str, str, str | None, int | None]] = []
         self.rows_read = self.rows_written = 0
@@ -158,19 +166,21 @@ class _Importer:
         kind = "wrong_length" if len(text) != N_CELLS else "bad_char"
         return kind, f"{name}: {grid_problem(text, allow_blanks=blanks)}"
 
+    @property
+    def header(self) -> tuple[str, ...]:
+        return HEADER + ("cgar_rating",) + (CLASS_COLUMNS if self.class_copies else ())
+
     def _row_error(self, fields) -> tuple[str, str] | None:
         """The cheap checks of one row, in column order; None when it may go into the batch."""
-        if self.fmt == "list":
-            return self._grid_error("puzzle", fields, _QUESTION_CHARS, True)
-        if len(fields) != len(HEADER):
-            kind = "missing_columns" if len(fields) < len(HEADER) else "too_many_columns"
-            return kind, f"{kind.replace('_', ' ')}: expected {len(HEADER)} ({','.join(HEADER)}), found {len(fields)}"
+        if isinstance(fields, RowError):
+            return fields
         source, question, answer, rating = fields
         if not source or not source.isprintable():
             return "bad_source", f"source {source!r} is empty or has unprintable/undecodable characters"
-        error = self._grid_error("question", question, _QUESTION_CHARS, True)
-        error = error or self._grid_error("answer", answer, _ANSWER_CHARS, False)
-        if error is None:
+        error = self._grid_error("question" if self.has_answers else "puzzle", question, _QUESTION_CHARS, True)
+        if error is None and answer is not None:
+            error = self._grid_error("answer", answer, _ANSWER_CHARS, False)
+        if error is None and rating is not None:
             try:
                 int(rating)
             except ValueError:
@@ -187,17 +197,19 @@ class _Importer:
                     yield from self.flush()  # earlier rows of the batch must be judged first
                 self.reject(line, *error)
                 continue
-            if self.fmt == "list":
-                self.batch.append((line, self.source, fields.replace("0", "."), None, None))
-            else:
-                source, question, answer, rating = fields
-                self.batch.append((line, source, question.replace("0", "."), answer, int(rating)))
+            source, question, answer, rating = fields
+            self.batch.append((line, source, question.replace("0", "."), answer,
+                               None if rating is None else int(rating)))
             if len(self.batch) >= self.batch_size:
                 yield from self.flush()
         yield from self.flush()
-        if self.rows_read == 0:  # raised in here so that atomic_write leaves nothing behind
-            what = " after the header" if self.fmt == "csv" else " (only blank or comment lines)"
+        # raised in here so that atomic_write leaves nothing behind
+        if self.rows_read == 0:
+            what = " after the header" if self.fmt in ("csv", "tsv", "kaggle") else " (only blank or comment lines)"
             raise DataError(self.src, "empty file: no puzzle rows" + what)
+        if self.rows_written == 0:
+            raise DataError(self.src, f"no valid rows: all {self.rows_read} rows were rejected "
+                                      f"({skipped_text(self.skipped)}); nothing written")
 
     def flush(self) -> Iterator[tuple]:
         batch, self.batch = self.batch, []
@@ -206,7 +218,10 @@ class _Importer:
             return
         lines = np.array([b[0] for b in batch], dtype=np.int64)
         questions = parse_grids([b[2] for b in batch])
-        answers = parse_grids([b[3] for b in batch]) if self.fmt == "csv" else np.zeros_like(questions)
+        given = np.array([b[3] is not None for b in batch], dtype=bool)  # rows that come with an answer
+        answers = np.zeros_like(questions)
+        if given.any():
+            answers[given] = parse_grids([b[3] for b in batch if b[3] is not None])
         ok = np.ones(len(batch), dtype=bool)
         errors: dict[int, tuple[str, str]] = {}
 
@@ -218,17 +233,17 @@ class _Importer:
         clash = _first_clash(questions)
         reject(clash >= 0, "givens_conflict",
                lambda i: f"givens contradict each other: {_clash_text(questions[i], clash[i])}")
-        if self.fmt == "csv":
-            clash = _first_clash(answers)
+        if given.any():
+            clash = np.where(given, _first_clash(answers), -1)
             reject(clash >= 0, "invalid_answer",
                    lambda i: f"answer is not a valid Sudoku grid: {_clash_text(answers[i], clash[i])}")
-            differs = (questions != 0) & (questions != answers)
+            differs = given[:, None] & (questions != 0) & (questions != answers)
             reject(differs.any(axis=1), "answer_contradicts_given",
                    lambda i: _diff_text("answer contradicts a given", differs[i], "question", questions[i],
                                         "answer", answers[i]))
         cgar = np.full(len(batch), -1, dtype=np.int64)  # our rating; -1 = not computed (solver off)
         if self.use_solver:
-            self._solver_checks(questions, answers, ok, reject, cgar)
+            self._solver_checks(questions, answers, given, ok, reject, cgar)
         keys = np.array([_hash(b[2]) for b, good in zip(batch, ok) if good], dtype=np.uint64)
         dup_of = np.zeros(len(batch), dtype=np.int64)
         dup_of[ok] = self.seen.first_lines(keys, lines[ok])
@@ -236,21 +251,25 @@ class _Importer:
 
         for i in sorted(errors):
             self.reject(int(lines[i]), *errors[i])
-        answer_text = (answers + 48).astype(np.uint8)  # digits -> ASCII, for the list's solved answers
-        for i in np.flatnonzero(ok):
+        keep = np.flatnonzero(ok)
+        if self.class_copies and len(keep):
+            mean, sd = class_ratings(questions[keep], self.class_copies, parallel=True)
+            classes = dict(zip(keep.tolist(), map(format_class_rating, mean, sd)))
+        answer_text = (answers + 48).astype(np.uint8)  # digits -> ASCII, for solved answers
+        for i in keep:
             _, source, question, answer, rating = batch[i]
             self.sources[source] += 1
             self.rows_written += 1
-            if self.fmt == "list":
-                self.ratings[int(cgar[i])] += 1
-                yield source, question, answer_text[i].tobytes().decode("ascii"), int(cgar[i])
-            else:
-                self.ratings[rating] += 1
-                if cgar[i] >= 0:
-                    self.cgar_ratings[int(cgar[i])] += 1
-                yield source, question, answer, rating, int(cgar[i]) if cgar[i] >= 0 else ""
+            ours = int(cgar[i]) if cgar[i] >= 0 else None
+            rating = ours if rating is None else rating  # formats without a rating get ours
+            self.ratings[rating] += 1
+            if ours is not None:
+                self.cgar_ratings[ours] += 1
+            answer = answer_text[i].tobytes().decode("ascii") if answer is None else answer
+            yield (source, question, answer, rating, "" if ours is None else ours,
+                   *(classes[i] if self.class_copies else ()))
 
-    def _solver_checks(self, questions, answers, ok, reject, rating) -> None:
+    def _solver_checks(self, questions, answers, given, ok, reject, rating) -> None:
         """Solution count, rating (and, for a list, the answer) from one solver pass over the rows still ok."""
         from cgar.sudoku.solver import solve_batch
 
@@ -263,15 +282,13 @@ class _Importer:
         rating[idx] = guesses  # solve_batch's guesses are the limit=1 run's: rate_batch's value, no 2nd pass
         count = np.full(len(ok), -1, dtype=np.int64)
         count[idx] = counts
-        what = "puzzle" if self.fmt == "list" else "question"
+        what = "question" if self.has_answers else "puzzle"
         reject(count == 0, "no_solution", lambda i: f"{what} has no solution")
         reject(count >= 2, "multiple_solutions",
                lambda i: f"{what} has more than one solution (a Sudoku needs exactly one)")
-        if self.fmt == "list":
-            answers[idx] = solutions  # the list's answers come from the solver
-            return
         solved = answers.copy()
         solved[idx] = solutions
+        answers[~given] = solved[~given]  # rows without an answer get the solver's
         # A valid answer that agrees with the givens of a unique puzzle is its solution, so this only fires if
         # the solver and the grid checks disagree: cheap insurance that the answer column is right.
         differs = solved != answers
@@ -282,6 +299,7 @@ class _Importer:
     def summary(self, dst: Path, seconds: float) -> dict:
         return {
             "src": str(self.src), "dst": str(dst), "format": self.fmt, "check_unique": self.check_unique,
+            "class_copies": self.class_copies,
             "rows_read": self.rows_read, "rows_written": self.rows_written,
             "rows_skipped": sum(self.skipped.values()), "skipped": dict(self.skipped), "examples": self.examples,
             "sources": dict(sorted(self.sources.items())),
@@ -290,76 +308,39 @@ class _Importer:
         }
 
 
-def _csv_records(path: Path, f) -> Iterator[tuple[int, list[str]]]:
-    reader = csv.reader(f)
-    try:
-        header = next(reader, None)
-        if not header:
-            raise DataError(path, f"empty file (expected the header {','.join(HEADER)})")
-        if header != list(HEADER):
-            raise DataError(path, f"wrong header: expected {','.join(HEADER)!r}, found {','.join(header)!r}", line=1)
-        for row in reader:
-            if row:  # csv yields [] for a blank line
-                yield reader.line_num, row
-    except csv.Error as e:
-        raise DataError(path, f"malformed CSV: {e}", line=reader.line_num) from None
+def skipped_text(skipped: Counter | dict) -> str:
+    """'kind=n, ...' per rejection reason (most frequent first), or 'none'."""
+    return ", ".join(f"{k}={n}" for k, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))) or "none"
 
 
-def _list_records(f) -> Iterator[tuple[int, str]]:
-    for line_no, line in enumerate(f, start=1):
-        text = line.strip()
-        if text and not text.startswith("#"):
-            yield line_no, text.split(None, 1)[0]
+def import_puzzles(src: str | os.PathLike, dst: str | os.PathLike, *, format: str = "auto",
+                   source: str | None = None, on_error: str = "fail", check_unique: bool = True,
+                   class_copies: int = DEFAULT_CLASS_COPIES, summary_path=None, progress: bool = False,
+                   batch_size: int = 4096) -> dict:
+    """Validate any supported puzzle file (`format`: 'auto' detects it, see `cgar.data.formats`) into our CSV.
 
-
-def _run(src, dst, fmt: str, *, source=None, on_error="fail", check_unique=True, summary_path=None,
-         progress=False, batch_size=4096) -> dict:
+    `source` labels the rows of formats without a source column (default: the file name up to its first dot).
+    """
     src, dst = Path(src), Path(dst)
+    if format != "auto" and format not in FORMATS:
+        raise ValueError(f"format must be 'auto' or one of {', '.join(FORMATS)}, got {format!r}")
+    fmt = detect_format(src) if format == "auto" else format
     start = time.perf_counter()
     imp = _Importer(src, fmt, source=source, on_error=on_error, check_unique=check_unique,
-                    batch_size=batch_size, progress=progress)
-    header = HEADER + ("cgar_rating",) if fmt == "csv" else HEADER
-    # surrogateescape: undecodable bytes become odd characters that the row checks report with a position.
-    with open(src, newline="", encoding="utf-8-sig", errors="surrogateescape") as f, imp.bar:
-        records = _csv_records(src, f) if fmt == "csv" else _list_records(f)
-        write_puzzle_csv(dst, imp.rows(records), header=header)
+                    batch_size=batch_size, progress=progress, class_copies=class_copies)
+    with open_text(src) as f, imp.bar:
+        write_puzzle_csv(dst, imp.rows(records(src, f, fmt, imp.source)), header=imp.header)
     summary = imp.summary(dst, time.perf_counter() - start)
     if summary_path is not None:
         atomic_write_json(summary_path, summary)
     return summary
 
 
-def import_csv(src: str | os.PathLike, dst: str | os.PathLike, *, on_error: str = "fail",
-               check_unique: bool = True, summary_path=None, progress: bool = False, batch_size: int = 4096) -> dict:
-    """Validate a Sudoku-Extreme CSV and write it normalised ('.' blanks) with a `cgar_rating` column."""
-    return _run(src, dst, "csv", on_error=on_error, check_unique=check_unique, summary_path=summary_path,
-                progress=progress, batch_size=batch_size)
+def import_csv(src: str | os.PathLike, dst: str | os.PathLike, **kwargs) -> dict:
+    """A Sudoku-Extreme CSV (`import_puzzles` with format='csv')."""
+    return import_puzzles(src, dst, format="csv", **kwargs)
 
 
-def import_puzzle_list(src: str | os.PathLike, dst: str | os.PathLike, *, source: str | None = None,
-                       on_error: str = "fail", check_unique: bool = True, summary_path=None,
-                       progress: bool = False, batch_size: int = 4096) -> dict:
-    """Solve and rate a plain puzzle list into our CSV; `source` defaults to the file stem."""
-    return _run(src, dst, "list", source=source, on_error=on_error, check_unique=check_unique,
-                summary_path=summary_path, progress=progress, batch_size=batch_size)
-
-
-def sniff_format(src: str | os.PathLike) -> str:
-    """'csv' if the first non-blank, non-comment line is the CSV header or contains a comma, else 'list'."""
-    with open(src, encoding="utf-8-sig", errors="surrogateescape") as f:
-        for line in f:
-            text = line.strip()
-            if text and not text.startswith("#"):
-                return "csv" if text.startswith(",".join(HEADER)) or "," in text else "list"
-    return "list"
-
-
-def import_puzzles(src: str | os.PathLike, dst: str | os.PathLike, *, format: str = "auto",
-                   source: str | None = None, **kwargs) -> dict:
-    """`import_csv` or `import_puzzle_list` by `format` ('auto' sniffs it); `source` is used by lists only."""
-    fmt = sniff_format(src) if format == "auto" else format
-    if fmt == "csv":
-        return import_csv(src, dst, **kwargs)
-    if fmt == "list":
-        return import_puzzle_list(src, dst, source=source, **kwargs)
-    raise ValueError(f"format must be 'auto', 'csv' or 'list', got {format!r}")
+def import_puzzle_list(src: str | os.PathLike, dst: str | os.PathLike, **kwargs) -> dict:
+    """A plain puzzle list, solved and rated (`import_puzzles` with format='list')."""
+    return import_puzzles(src, dst, format="list", **kwargs)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cgar.data.build import iter_puzzle_rows  # header check + located errors, shared with the build step
+from cgar.data.build import iter_puzzle_rows, read_header  # header check + located errors, shared with build
 from cgar.data.puzzle_csv import write_puzzle_csv
 from cgar.io_utils import DataError
 from cgar.sudoku.canonical import KEY_WORDS, canonical_keys, group_ids, map_batches, pack_grids
@@ -37,30 +37,45 @@ class Pool:
     questions: np.ndarray  # uint8[N, 81], 0 = blank
     answers: np.ndarray | None  # uint8[N, 81], or None when not read
     ratings: np.ndarray  # int64[N]
+    lines: np.ndarray  # int64[N]: 1-based line of each row in its file
+    header: list[str]  # the inputs' common header: the 4 standard columns, then the extra ones
+    extra: np.ndarray  # bytes [N, len(header) - 4]: the extra columns' text, carried through unchanged
 
     def __len__(self) -> int:
         return len(self.ratings)
 
 
 def read_pool(paths: list[str | os.PathLike], *, answers: bool = True, progress: bool = False) -> Pool:
-    """Stream puzzle CSVs (assumed validated) into arrays, parsing READ_CHUNK rows at a time."""
+    """Stream puzzle CSVs (assumed validated) into arrays, parsing READ_CHUNK rows at a time.
+
+    Every input must have the same header; extra columns (class rating, our rating, ...) are kept as text."""
     names: dict[str, int] = {}
-    srcs, qs, ans, ratings = [], [], [], []
-    buf_q, buf_a = [], []
+    srcs, qs, ans, ratings, lines, extras = [], [], [], [], [], []
+    buf_q, buf_a, buf_x = [], [], []
+    header = read_header(Path(paths[0])) if paths else ["source", "question", "answer", "rating"]
+    n_extra = len(header) - 4
 
     def flush():
         if buf_q:
             qs.append(parse_grids(buf_q))
             if answers:
                 ans.append(parse_grids(buf_a))
+            # fixed-width bytes: ~16 bytes a field instead of ~55 for a Python str
+            extras.append(np.array(buf_x, dtype=np.bytes_).reshape(len(buf_q), n_extra))
             buf_q.clear()
             buf_a.clear()
+            buf_x.clear()
 
     with tqdm(desc="read", unit="row", unit_scale=True, disable=not progress) as bar:
         for path in paths:
-            for _, source, question, answer, rating in iter_puzzle_rows(Path(path)):
+            if (other := read_header(Path(path))) != header:
+                raise DataError(path, f"header {','.join(other)} differs from {paths[0]}'s {','.join(header)} "
+                                      "(all pool files must have the same columns)", line=1)
+            for line, source, question, answer, rating, extra in iter_puzzle_rows(Path(path)):
                 srcs.append(names.setdefault(source, len(names)))
                 ratings.append(rating)
+                lines.append(line)
+                buf_x.append([x.encode("utf-8") for x in extra])
                 buf_q.append(question)
                 if answers:
                     buf_a.append(answer)
@@ -76,6 +91,9 @@ def read_pool(paths: list[str | os.PathLike], *, answers: bool = True, progress:
         questions=np.concatenate(qs) if qs else empty,
         answers=(np.concatenate(ans) if ans else empty) if answers else None,
         ratings=np.array(ratings, dtype=np.int64),
+        lines=np.array(lines, dtype=np.int64),
+        header=header,
+        extra=np.concatenate(extras) if extras else np.zeros((0, n_extra), dtype=np.bytes_),
     )
 
 
@@ -103,11 +121,12 @@ def _test_count(n_classes: int, test_size: int | None, test_fraction: float | No
 
 
 def _rows(pool: Pool, idx: np.ndarray):
-    """Yield CSV rows (source, question, answer, rating) for pool rows idx, formatting a chunk at a time."""
+    """Yield CSV rows (source, question, answer, rating, extra...) for pool rows idx, a chunk at a time."""
     for start in range(0, len(idx), READ_CHUNK):
         part = idx[start : start + READ_CHUNK]
         for i, q, a in zip(part, format_grids(pool.questions[part]), format_grids(pool.answers[part])):
-            yield pool.source_names[pool.sources[i]], q, a, int(pool.ratings[i])
+            extra = [x.decode("utf-8") for x in pool.extra[i]]
+            yield pool.source_names[pool.sources[i]], q, a, int(pool.ratings[i]), *extra
 
 
 def _source_counts(pool: Pool, idx: np.ndarray) -> dict[str, int]:
@@ -141,8 +160,8 @@ def split_pool(
     on_test = np.zeros(len(kept), dtype=bool)
     on_test[np.random.default_rng(seed).permutation(len(kept))[:n_test]] = True
     train_idx, test_idx = kept[~on_test], kept[on_test]
-    write_puzzle_csv(out_train, _rows(pool, train_idx))
-    write_puzzle_csv(out_test, _rows(pool, test_idx))
+    write_puzzle_csv(out_train, _rows(pool, train_idx), header=pool.header)
+    write_puzzle_csv(out_test, _rows(pool, test_idx), header=pool.header)
     return {
         "inputs": [str(p) for p in inputs],
         "input_rows": len(pool),
@@ -188,14 +207,15 @@ def _stored_keys(path: Path, all_examples: bool, progress: bool) -> tuple[np.nda
 
 
 def _puzzle_keys(path: str | os.PathLike, all_examples: bool, progress: bool):
-    """(keys, row index of each key, a getter row -> puzzle string) for a puzzle CSV or a built split dir."""
+    """(keys, row index of each key, a getter row -> puzzle string, file lines or None) for a puzzle CSV or a
+    built split dir (whose rows are example indices, with no file lines)."""
     path = Path(path)
     if path.is_dir():
         keys, rows, inputs = _stored_keys(path, all_examples, progress)
-        return keys, rows, lambda i: format_grid(np.maximum(inputs[i], 1) - 1)
+        return keys, rows, lambda i: format_grid(np.maximum(inputs[i], 1) - 1), None
     pool = read_pool([path], answers=False, progress=progress)
     keys = canonical_keys(pool.questions, progress=progress)
-    return keys, np.arange(len(pool), dtype=np.int64), lambda i: format_grid(pool.questions[i])
+    return keys, np.arange(len(pool), dtype=np.int64), lambda i: format_grid(pool.questions[i]), pool.lines
 
 
 def check_leaks(
@@ -208,10 +228,12 @@ def check_leaks(
 ) -> dict:
     """Count test puzzles that are symmetries of some train puzzle. train/test: puzzle CSVs or split dirs.
 
-    For split dirs only the first example of each group is canonicalised unless all_examples=True.
+    For split dirs only the first example of each group is canonicalised unless all_examples=True. Each example
+    names the leaked test row: `test_line` (1-based file line, as importer errors give it) for a CSV,
+    `test_example` (0-based example index into all__inputs.npy) for a split dir.
     """
-    train_keys, _, _ = _puzzle_keys(train, all_examples, progress)
-    test_keys, test_rows, test_puzzle = _puzzle_keys(test, all_examples, progress)
+    train_keys, _, _, _ = _puzzle_keys(train, all_examples, progress)
+    test_keys, test_rows, test_puzzle, test_lines = _puzzle_keys(test, all_examples, progress)
     ids = group_ids(np.concatenate([train_keys, test_keys]))
     train_ids, test_ids = ids[: len(train_keys)], ids[len(train_keys) :]
     leaked = np.flatnonzero(np.isin(test_ids, train_ids))
@@ -223,6 +245,8 @@ def check_leaks(
         "test_puzzles": len(test_keys),
         "leaks": len(leaked),
         "examples": [
-            {"test_row": int(test_rows[i]), "question": test_puzzle(test_rows[i])} for i in leaked[:max_examples]
+            {("test_example" if test_lines is None else "test_line"):
+                int(test_rows[i] if test_lines is None else test_lines[test_rows[i]]),
+             "question": test_puzzle(test_rows[i])} for i in leaked[:max_examples]
         ],
     }

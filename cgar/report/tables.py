@@ -236,7 +236,8 @@ def difficulty(summary: pd.DataFrame, runs: list[Run]) -> Table:
                         **{e: s.text(100) for e, s in stats.items()}})
     # explicit columns, so a dataset without rating/source sidecars still gives a (header-only) table
     data_cols = ["breakdown", "group", "n_puzzles", *(f"{e}_{f}" for e in exps for f in ("mean", "ci95"))]
-    return Table("difficulty", "Test exact accuracy (%) per difficulty bucket (tdoku rating) and per source",
+    return Table("difficulty", "Test exact accuracy (%) per difficulty bucket (the build's difficulty column: class "
+                 "rating when the data has it, else the CSV rating) and per source",
                  pd.DataFrame(data, columns=data_cols),
                  pd.DataFrame(display, columns=["Breakdown", "Group", "Puzzles", *exps]))
 

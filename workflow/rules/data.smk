@@ -21,9 +21,12 @@ if config["data"]["source"] == "generate":
             size=chunk_size,
             mix=mix_arg(),
             hard_threshold=config["data"]["generate"]["hard_threshold"],
+            extreme_threshold=config["data"]["generate"]["extreme_threshold"],
+            class_copies=config["data"]["class_copies"],
         shell:
             "NUMBA_NUM_THREADS=1 python -m cgar.data generate --seed {params.seed} --chunk {wildcards.chunk} "
             "--size {params.size} --mix {params.mix} --hard-threshold {params.hard_threshold} "
+            "--extreme-threshold {params.extreme_threshold} --class-copies {params.class_copies} "
             "--out {output.csv} --summary {output.stats} --quiet > {log} 2>&1"
 
     rule split:
@@ -75,9 +78,11 @@ else:
             unique=(
                 "" if config["data"]["import"]["check_unique"] else "--no-check-unique"
             ),
+            class_copies=config["data"]["import"]["class_copies"],
         shell:
             "python -m cgar.data import {input} --out {output.csv} --format csv --on-error {params.on_error} "
-            "{params.unique} --summary {output.summary} --quiet > {log} 2>&1"
+            "{params.unique} --class-copies {params.class_copies} --summary {output.summary} --quiet "
+            "> {log} 2>&1"
 
 
 rule build_dataset:
@@ -103,10 +108,11 @@ rule build_dataset:
             else ""
         ),
         seed=config["data"]["build"]["seed"],
+        difficulty=config["data"]["build"]["difficulty"],
     shell:
         "python -m cgar.data build --train {input.train} --test {input.test} --out {output} "
         "--subsample-size {params.subsample} --num-aug {params.num_aug} {params.min_difficulty} "
-        "--seed {params.seed} --quiet > {log} 2>&1"
+        "--difficulty {params.difficulty} --seed {params.seed} --quiet > {log} 2>&1"
 
 
 rule check_dataset:

@@ -2,6 +2,7 @@
 FLOP/s, and PDC's wall-clock saving against its FLOPs saving (issue 3).
 
 Usage: python bench/train_bench.py [--device auto] [--batch 16] [--steps 5] [--threads N] [--no-diagnose]
+       python bench/train_bench.py --small-step [--shape 64,32,2,2,8] [--rounds 6] [--block 5] [--profile-steps 5]
 
 Model: TRM with the paper's shape (hidden 512, mlp_t, 2 blocks, 97 positions, full depth T=3, n=6). A step is
 what `cgar.train` does minus DeepSpeed: refill + T(n+1) net applications (T-1 cycles under no_grad) + heads,
@@ -13,6 +14,11 @@ on the same threads) run round-robin for --steps rounds, so load from other proc
 each figure is a median. Utilisation = achieved step FLOP/s / the probe's FLOP/s.
 Diagnosis (default on): the model's own GEMM shapes timed alone (what its matmuls could reach at best),
 and a profiler breakdown of one full-depth step into matmul and other ops.
+
+--small-step (bench/small_step.py): cgar.train's own step (DeepSpeed engine and all) at a small shape, default
+config/quick.yaml's (hidden 64, batch 32, T=2, n=2, 8 supervision steps): the plain step and the fast step
+(`Trainer(fast_step=...)`, bitwise the same training) alternating in one run, their steps/s ratio and achieved
+FLOP/s as a share of an fp32 matmul probe; --profile-steps N adds where each step's time goes (docs/step_profile.md).
 
 The workplace machine (2 vCPUs, Sapphire Rapids) is shared: wall times are only meaningful for calls during which
 the process got its threads' CPU ("quiet" samples, reported apart). With 2 threads and other jobs running, the
@@ -172,6 +178,14 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--compile", action="store_true",
                     help="diagnostic: torch.compile each block, fusing its element-wise ops (training runs eager)")
     ap.add_argument("--no-diagnose", action="store_true", help="skip the GEMM-shape and profiler diagnosis")
+    small = ap.add_argument_group("small step (bench/small_step.py): cgar.train's real step, plain vs fast path")
+    small.add_argument("--small-step", action="store_true",
+                       help="instead of the paper shape: the training step at --shape, plain and fast side by side")
+    small.add_argument("--shape", default="64,32,2,2,8", metavar="HIDDEN,BATCH,T,N,SUP",
+                       help="hidden size, global batch, T, n, supervision steps (default: config/quick.yaml's)")
+    small.add_argument("--rounds", type=int, default=6, help="alternating rounds of plain and fast blocks (0: none)")
+    small.add_argument("--block", type=int, default=5, help="steps per block")
+    small.add_argument("--profile-steps", type=int, default=0, help="also profile this many steps of each path")
     return ap.parse_args()
 
 
@@ -181,6 +195,11 @@ def main() -> None:
                           ("cpu" if a.device == "auto" else a.device))
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.small_step:
+        import small_step
+
+        small_step.run(*(int(v) for v in a.shape.split(",")), a.rounds, a.block, a.profile_steps)
+        return
     cfg = TRMConfig()  # the paper's shape
     stages = [(T, n) for _, T, n in PAPER_STAGES]
     shares = [end - start for (start, *_), end in zip(PAPER_STAGES, [s for s, *_ in PAPER_STAGES[1:]] + [1.0])]

@@ -61,6 +61,15 @@ class TrainSection:
     checkpoint_every: int = 1000  # optimizer steps between resumable checkpoints
     log_every: int = 10
     device: str = "auto"  # auto | cpu | cuda
+    # in-training evaluation (cgar/train_eval.py): EMA weights, full depth, on a fixed test subsample and on val
+    eval_every: int = 0  # optimizer steps between evaluations (0 = off); the last step is always evaluated when > 0
+    eval_subsample: int = 8192  # test puzzles, drawn once with the fixed seed 0 (the same for every run and variant)
+    eval_batch_size: int = 768  # global evaluation batch (split over ranks)
+    keep_snapshots: int = 0  # EMA snapshots kept in snapshots/ (0 = all; k = the k newest, plus the best by val)
+    # gradient statistics (cgar/grad_stats.py): per-supervision-step gradient norms, minibatch-gradient variance
+    grad_stats_every: int = 0  # optimizer steps between measurements (0 = off)
+    grad_stats_chunks: int = 8  # fixed chunks of the global batch for the minibatch-gradient variance
+    tensorboard: bool = True  # write TensorBoard events to the run folder when tensorboard is installed
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,13 @@ class RunConfig:
         _check(self.train.global_batch_size > 0, "train.global_batch_size", "must be positive")
         _check(t.epochs % t.epochs_per_iter == 0, "train.epochs",
                f"must be a multiple of train.epochs_per_iter ({self.train.epochs_per_iter})")
+        for key in ("eval_every", "keep_snapshots", "grad_stats_every"):
+            _check(getattr(self.train, key) >= 0, f"train.{key}", "must be >= 0 (0 = off / all)")
+        for key in ("eval_subsample", "eval_batch_size"):
+            _check(getattr(self.train, key) >= 1, f"train.{key}", "must be >= 1")
+        _check(not self.train.grad_stats_every or 2 <= self.train.grad_stats_chunks <= self.train.global_batch_size,
+               "train.grad_stats_chunks",
+               f"must be in 2..train.global_batch_size ({self.train.global_batch_size}): a variance needs 2 chunks")
         _check(self.model.forward_dtype in ("auto", "float32", "bfloat16"), "model.forward_dtype",
                "must be auto, float32 or bfloat16")
         starts = [s[0] for s in self.pdc.stages]

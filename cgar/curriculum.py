@@ -100,10 +100,11 @@ def depth_reduction(stages: tuple[Stage, ...] = PAPER_STAGES, n_layers: int = 2)
 
 # ----------------------------------------------------------------------------- HSW
 
-def hsw_weights_paper(steps: torch.Tensor, lam: float = 0.7, max_steps: int = 16) -> torch.Tensor:
-    """Paper HSW: w_t = lam^(t-1) / Z, Z = sum_{t=1..max_steps} lam^(t-1). steps: [B] 1-based -> [B] float32."""
+def hsw_weights_paper(steps: torch.Tensor, lam: float = 0.7, max_steps: int = 16, check: bool = True) -> torch.Tensor:
+    """Paper HSW: w_t = lam^(t-1) / Z, Z = sum_{t=1..max_steps} lam^(t-1). steps: [B] 1-based -> [B] float32.
+    check=False skips the range check (two host syncs on a GPU; the trainer's fast step checks at log steps)."""
     steps = torch.as_tensor(steps)
-    if steps.numel() and (int(steps.min()) < 1 or int(steps.max()) > max_steps):
+    if check and steps.numel() and (int(steps.min()) < 1 or int(steps.max()) > max_steps):
         raise ValueError(f"supervision steps must be in 1..{max_steps}")
     Z = sum(lam**k for k in range(max_steps))
     return lam ** (steps.to(torch.float32) - 1) / Z
@@ -121,15 +122,16 @@ def hsw_scale_released(incoming_steps: torch.Tensor, decay: float = 0.7) -> floa
 
 
 def hsw_weight(mode: str, incoming_steps: torch.Tensor, steps: torch.Tensor, lam: float = 0.7,
-               max_steps: int = 16) -> float | torch.Tensor | None:
+               max_steps: int = 16, check: bool = True) -> float | torch.Tensor | None:
     """The `weight` argument of `cgar.losses.act_loss` for an HSW mode: None, a scalar, or [B].
 
-    incoming_steps: carry.steps before the forward; steps: carry.steps after it (1-based).
+    incoming_steps: carry.steps before the forward; steps: carry.steps after it (1-based); check: see
+    `hsw_weights_paper`.
     """
     if mode == "off":
         return None
     if mode == "paper":
-        return hsw_weights_paper(steps, lam, max_steps)
+        return hsw_weights_paper(steps, lam, max_steps, check)
     if mode == "released":
         return hsw_scale_released(incoming_steps, lam)
     raise ValueError(f"unknown HSW mode {mode!r} (one of {HSW_MODES})")

@@ -12,8 +12,9 @@ on CUDA and fp32 on CPU (the model decides). Two modes:
   from the stream as puzzles halt (as the training carry) and shrinks once the stream runs dry, so compute
   follows the mean halting step. Per-puzzle results equal the ACT view of the full pass (tested).
 
-Outputs in --out-dir (`eval_act.*` in act mode): eval.json (metrics overall / per rating bucket / per source,
-checkpoint step, puzzles, wall seconds, puzzles/s) and eval.parquet (one row per puzzle, see `to_arrow`).
+Outputs in --out-dir (`eval_act.*` in act mode; `--stem NAME` gives NAME.*, e.g. eval_best for model_best.pt):
+eval.json (metrics overall / per rating bucket / per source, checkpoint step, puzzles, wall seconds, puzzles/s)
+and eval.parquet (one row per puzzle, see `to_arrow`).
 """
 
 from __future__ import annotations
@@ -95,12 +96,17 @@ class Results:
     q_halt: np.ndarray  # float32 [C, S]: halting logit after step k+1, NaN where the step did not run
     steps_run: np.ndarray  # uint8 [C]
     n: int = 0
+    # the same counts over the cells blank in the puzzle (the ones to solve); optional: not in eval.parquet, so a
+    # table read back (the shard merge) has None; the in-training evaluation reports blank_token_accuracy from them
+    blank_cells: np.ndarray | None = None  # uint8 [C, S]
+    n_blank: np.ndarray | None = None  # uint8 [C]
 
     @classmethod
     def empty(cls, capacity: int, steps: int) -> "Results":
         return cls(np.full(capacity, -1, np.int64), np.zeros((capacity, steps), np.uint8),
                    np.zeros(capacity, np.uint8), np.full((capacity, steps), np.nan, np.float32),
-                   np.zeros(capacity, np.uint8))
+                   np.zeros(capacity, np.uint8), blank_cells=np.zeros((capacity, steps), np.uint8),
+                   n_blank=np.zeros(capacity, np.uint8))
 
     def add(self, idx: np.ndarray) -> np.ndarray:
         """Reserve rows for examples `idx`; returns their row positions."""
@@ -110,22 +116,30 @@ class Results:
         return pos
 
     def record(self, pos: np.ndarray, step0: np.ndarray | int, q: torch.Tensor, cells: torch.Tensor,
-               n_cells: torch.Tensor) -> None:
-        """One supervision step for rows `pos` (step0: 0-based step index, scalar or per row)."""
+               n_cells: torch.Tensor, blank: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """One supervision step for rows `pos` (step0: 0-based step index, scalar or per row); `blank`: the
+        (right cells, label cells) counts over the puzzle's blank cells."""
         self.q_halt[pos, step0] = q.cpu().numpy()
         self.cells[pos, step0] = cells.cpu().numpy()
         self.n_cells[pos] = n_cells.cpu().numpy()
         self.steps_run[pos] = np.asarray(step0) + 1
+        if blank is not None and self.blank_cells is not None:
+            self.blank_cells[pos, step0] = blank[0].cpu().numpy()
+            self.n_blank[pos] = blank[1].cpu().numpy()
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "n" and getattr(self, f.name) is not None}
 
     def trimmed(self) -> "Results":
-        return Results(**{f.name: getattr(self, f.name)[: self.n] for f in dataclasses.fields(self) if f.name != "n"},
-                       n=self.n)
+        return Results(**{k: v[: self.n] for k, v in self._arrays().items()}, n=self.n)
 
     @classmethod
     def merge(cls, parts: list["Results"]) -> "Results":
-        """Concatenate the ranks' results, ordered by example index."""
+        """Concatenate the ranks' results, ordered by example index (optional fields: only if every part has them)."""
+        names = set.intersection(*(set(p._arrays()) for p in parts))
         cat = {f.name: np.concatenate([getattr(p, f.name)[: p.n] for p in parts])
-               for f in dataclasses.fields(cls) if f.name != "n"}
+               for f in dataclasses.fields(cls) if f.name in names}
         order = np.argsort(cat["example"], kind="stable")
         return cls(**{k: v[order] for k, v in cat.items()}, n=len(order))
 
@@ -139,13 +153,18 @@ def local_count(num_examples: int, global_batch: int, rank: int, world: int) -> 
 
 # ----------------------------------------------------------------------------- the two evaluation loops
 
+BLANK_TOKEN = 1  # input token of an empty cell (0 pad, 1 blank, 2..10 digits; cgar.data.build)
+
+
 def _step(model: TRM, carry: Carry, batch: dict[str, torch.Tensor]):
-    """One full-depth supervision step; returns (carry, q_halt [B], right cells [B], label cells [B])."""
+    """One full-depth supervision step; returns (carry, q_halt [B], right cells [B], label cells [B], (right
+    cells, label cells) [B] over the puzzle's blank cells)."""
     carry, out = model(carry, batch)  # depth=None: full (T, n) from the model config, never a PDC stage
     labels = carry.data["labels"]  # the slots' puzzles after the refill
     mask = labels != IGNORE_LABEL_ID
-    cells = ((out.logits.argmax(-1) == labels) & mask).sum(-1)
-    return carry, out.q_halt, cells, mask.sum(-1)
+    right = (out.logits.argmax(-1) == labels) & mask
+    blank = mask & (carry.data["inputs"] == BLANK_TOKEN)
+    return carry, out.q_halt, right.sum(-1), mask.sum(-1), ((right & blank).sum(-1), blank.sum(-1))
 
 
 @torch.inference_mode()
@@ -158,8 +177,8 @@ def evaluate_full(model: TRM, batches: Batches, res: Results, bar: tqdm | None =
         pos, n = res.add(idx), len(idx)
         carry = model.initial_carry(len(batch["inputs"]), device)  # all halted: step 1 fills every slot
         for k in range(model.config.halt_max_steps):
-            carry, q, cells, n_cells = _step(model, carry, batch)
-            res.record(pos, k, q[:n], cells[:n], n_cells[:n])  # padded rows [n:] are dropped
+            carry, q, cells, n_cells, (bc, nb) = _step(model, carry, batch)
+            res.record(pos, k, q[:n], cells[:n], n_cells[:n], (bc[:n], nb[:n]))  # padded rows [n:] are dropped
         if bar is not None:
             bar.update(n)
     return res
@@ -223,8 +242,8 @@ def evaluate_act(model: TRM, batches: Batches, res: Results, slots: int, bar: tq
         if len(free):
             slot = torch.as_tensor(free, device=device)
             batch = {k: v.index_copy(0, slot, new[k].to(device)) for k, v in batch.items()}
-        carry, q, cells, n_cells = _step(model, carry, batch)
-        res.record(pos, carry.steps.cpu().numpy() - 1, q, cells, n_cells)
+        carry, q, cells, n_cells, blank = _step(model, carry, batch)
+        res.record(pos, carry.steps.cpu().numpy() - 1, q, cells, n_cells, blank)
         # the ACT rule without exploration (training=True enables q_halt > 0; eval mode would never halt early)
         carry.halted = halting(carry.steps, q, S, training=True)
         if bar is not None:
@@ -332,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", default="full", choices=("full", "act"),
                     help="full: 16 steps for every puzzle (paper protocol, ACT derived); act: stop halted puzzles")
     ap.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N puzzles (smoke runs)")
+    ap.add_argument("--stem", default=None,
+                    help="output name stem (default: eval, or eval_act with --mode act), e.g. eval_best")
     ap.add_argument("--shard", default=None, metavar="I/K",
                     help="evaluate only shard I of K (whole batches) into <stem>.shardIofK.*; cgar.eval_shards merges")
     a = ap.parse_args(argv)
@@ -376,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                     "device": rt.device.type, "wall_s": round(wall, 3),
                     "puzzles_per_s": round((stop - start) / wall, 3),
                     "row_steps": int(merged.steps_run.astype(np.int64).sum())}
-            stem = "eval" if a.mode == "full" else "eval_act"
+            stem = a.stem or ("eval" if a.mode == "full" else "eval_act")
             if shard:  # per-puzzle rows only; the metrics are computed once, over all shards, by the merge
                 write_outputs(a.out_dir, shard_stem(stem, *shard), merged, ratings, sources,
                               {**info, "shard": list(shard), "range": [start, stop], "num_examples": total},

@@ -13,7 +13,8 @@ rows are a grad leaf), so even the cycle's first linear needs its input-gradient
 would come out lower by exactly that linear's input-gradient (2 x its MACs), which the tests also show.
 
 Two counts, kept consistent by tests:
-- analytic (`net_macs`, `head_macs`, `step_flops`): matmuls only, cheap; training logs it as cumulative FLOPs;
+- analytic (`net_macs`, `head_macs`, `step_flops`, defined in `cgar.schedule`, below both this module and the
+  training loop, and re-exported here): matmuls only, cheap; training logs it as cumulative FLOPs;
 - fvcore (`count_net`, `count_forward`): a traced, uncompiled copy with a handle for every op in `OP_HANDLES`.
   Its matmul ops equal the analytic count exactly; element-wise ops (norms, SiLU, residual adds, RoPE, softmax)
   add 0.41% (mlp_t) / 0.29% (attention) to a training step at the paper's shape (more at toy widths).
@@ -41,33 +42,13 @@ from torch import nn
 from cgar.config import RunConfig, load_config
 from cgar.curriculum import effective_depth
 from cgar.io_utils import atomic_write_json
-from cgar.model import TRM, TRMConfig, swiglu_inner
+from cgar.model import TRM, TRMConfig
+from cgar.schedule import depth_for, head_macs, model_config, net_macs, step_flops  # noqa: F401 (re-exported)
 
 # ----------------------------------------------------------------------------- analytic matmul count
 
 
-def net_macs(cfg: TRMConfig) -> int:
-    """Multiply-adds of the matmuls of one `net` application for one sample (97 positions)."""
-    L, D = cfg.total_len, cfg.hidden_size
-    inner = swiglu_inner(D, cfg.expansion)
-    channel_mlp = L * (D * 2 * inner + inner * D)
-    if cfg.mlp_t:
-        inner_t = swiglu_inner(L, cfg.expansion)
-        mixing = D * (L * 2 * inner_t + inner_t * L)  # the sequence-axis SwiGLU, once per channel
-    else:
-        mixing = L * D * 3 * D + 2 * L * L * D + L * D * D  # qkv, QK^T + AV (all heads), o_proj
-    return cfg.n_layers * (mixing + channel_mlp)
-
-
-def head_macs(cfg: TRMConfig) -> int:
-    return cfg.total_len * cfg.hidden_size * cfg.vocab_size + cfg.hidden_size * 2  # lm_head on all 97, q_head
-
-
-def step_flops(cfg: TRMConfig, T: int, n: int, batch: int, backward: bool = True) -> int:
-    """Matmul FLOPs of one supervision step for `batch` samples at depth (T, n), forward (+ backward)."""
-    fwd = T * (n + 1) * net_macs(cfg) + head_macs(cfg)
-    bwd = 2 * ((n + 1) * net_macs(cfg) + head_macs(cfg)) if backward else 0
-    return 2 * batch * (fwd + bwd)
+# net_macs, head_macs and step_flops live in cgar.schedule (re-exported here): the training loop needs them too.
 
 
 # ----------------------------------------------------------------------------- fvcore op registry
@@ -255,8 +236,6 @@ def step_counts(cfg: TRMConfig, T: int, n: int) -> dict:
 
 def depth_segments(cfg: RunConfig, steps: int) -> list[dict]:
     """Runs of consecutive optimizer steps at one depth, from the training loop's own `depth_for`."""
-    from cgar.train import depth_for  # here, not at the top: cgar.train imports this module
-
     segments, first = [], 1
     while first <= steps:
         key = depth_for(cfg, first, steps)
@@ -296,8 +275,6 @@ def _totals(mcfg: TRMConfig, segments: list[dict], batch: int) -> dict:
 def run_flops(run_config: RunConfig, steps: int, metrics: list[dict] | None = None) -> dict:
     """Training FLOPs of a run of `steps` optimizer steps on its actual schedule, against a full-depth run
     of the same length; with `metrics` (metrics.jsonl records) the logged depths and FLOPs are checked."""
-    from cgar.train import model_config
-
     mcfg, batch = model_config(run_config), run_config.train.global_batch_size
     run = _totals(mcfg, depth_segments(run_config, steps), batch)
     full = (run_config.model.H_cycles, run_config.model.L_cycles)
@@ -325,8 +302,6 @@ def run_flops(run_config: RunConfig, steps: int, metrics: list[dict] | None = No
 
 def check_metrics(run_config: RunConfig, steps: int, metrics: list[dict], matmul_flops: int) -> dict:
     """The logged (T, n) must follow the schedule; the logged cumulative (analytic matmul) FLOPs should equal it."""
-    from cgar.train import depth_for
-
     for rec in metrics:
         want = depth_for(run_config, rec["step"], steps)[1:]
         if (rec["T"], rec["n"]) != want:

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 import numpy as np
 
@@ -106,6 +106,17 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def publish_links(files: Iterable[Path], dest: str | os.PathLike) -> None:
+    """Make folder `dest` hold exactly `files`: hard links (copies across file systems) in a temporary folder that
+    replaces `dest` only when complete, so a kill while publishing leaves the old folder or the new one."""
+    with atomic_directory(dest) as tmp:
+        for src in files:
+            try:
+                os.link(src, tmp / src.name)
+            except OSError:
+                shutil.copy2(src, tmp / src.name)
 
 
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:

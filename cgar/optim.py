@@ -143,8 +143,8 @@ class EMA:
     as TRM's deepcopy-based EMA model does.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999):
-        self.decay = decay
+    def __init__(self, model: nn.Module, decay: float = 0.999, foreach: bool = True):
+        self.decay, self.foreach = decay, foreach
         self.shadow = {name: p.detach().clone() for name, p in self._params(model)}
 
     @staticmethod
@@ -153,6 +153,12 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        if self.foreach:  # the same two ops on every tensor, in one call each (one fused kernel per op on CUDA)
+            names, params = zip(*((name, p.detach()) for name, p in self._params(model)))
+            shadows = [self.shadow[name] for name in names]
+            torch._foreach_mul_(shadows, self.decay)
+            torch._foreach_add_(shadows, params, alpha=1 - self.decay)
+            return
         for name, p in self._params(model):
             self.shadow[name].mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
 

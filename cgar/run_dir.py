@@ -11,7 +11,8 @@ training finishes (Snakemake then deletes the outputs). Three rules keep a rerun
 - The run tag: sha256 of (run config, code_version, the dataset's manifest.json), written to `ckpt/run_tag`.
   `ckpt/` of another tag (an edited experiment, new code or data) is moved aside to `ckpt.stale-<tag>/`, with a log
   line, and the run starts at step 0; Snakemake cannot act on a "use a new --out" refusal.
-- `ckpt/final/`: a finished run's outputs (model.pt, metrics.jsonl) kept beside their tag. If Snakemake rejects the
+- `ckpt/final/`: a finished run's outputs (model.pt, model_best.pt, metrics.jsonl and, when enabled,
+  eval_curve.jsonl, grad_stats.jsonl, snapshots/) kept beside their tag. If Snakemake rejects the
   job after all (interrupted while the job ended) and deletes the outputs, the rerun with the same tag re-exports
   them from here instead of retraining. It is replaced only when a run of another tag starts in the folder.
 """
@@ -26,11 +27,11 @@ import shutil
 import socket
 from pathlib import Path
 
-from cgar.io_utils import DataError, atomic_write, atomic_write_text
+from cgar.io_utils import DataError, atomic_write, atomic_write_text, publish_links
 
 TAG_FILE = "run_tag"
 FINAL = "final"
-FINAL_OUTPUTS = ("model.pt", "metrics.jsonl")
+FINAL_OUTPUTS = ("model.pt", "model_best.pt", "metrics.jsonl")  # always there; others optional
 
 
 class RunLock:
@@ -105,11 +106,15 @@ def final_dir(out: str | os.PathLike) -> Path:
 
 
 def publish_final(out: str | os.PathLike) -> None:
-    """Copy `ckpt/final/`'s outputs into `<out>/` (each atomically), where Snakemake expects them."""
+    """Copy everything in `ckpt/final/` into `<out>/` (files atomically, folders as hard links swapped in whole),
+    where Snakemake expects it."""
     out = Path(out)
-    for name in FINAL_OUTPUTS:
-        with atomic_write(out / name) as f, open(out / "ckpt" / FINAL / name, "rb") as src:
-            shutil.copyfileobj(src, f)
+    for src in sorted((out / "ckpt" / FINAL).iterdir()):
+        if src.is_dir():
+            publish_links(sorted(src.iterdir()), out / src.name)
+            continue
+        with atomic_write(out / src.name) as f, open(src, "rb") as fh:
+            shutil.copyfileobj(fh, f)
 
 
 def prune_checkpoints(out: str | os.PathLike) -> None:

@@ -7,12 +7,17 @@ One supervision step per optimizer step over a persistent carry of `global_batch
 split over ranks; PDC picks (T, n) from training progress; HSW weights the loss; AdamATan2 (or AdamW) for the
 network, SignSGD for the puzzle embedding, EMA 0.999. Resumable: a checkpoint every `checkpoint_every` steps
 holds everything needed to continue bit for bit, and a restart with the same --out continues from the latest.
+`Trainer(fast_step=False)` runs the plain step, the reference the default fast one is tested to equal bit for bit
+(docs/step_profile.md: what the fast step leaves out, and where a small step's time goes).
 
-Outputs in --out: run_config.json, metrics.jsonl (one line per logged step), model.pt (EMA weights); both of the
-latter appear only when the run completes. ckpt/ holds the DeepSpeed checkpoints and the live metrics log; it is not
-a pipeline output, so a failed, retried or requeued job (whose declared outputs Snakemake deletes) finds it. Before
-anything is written the run takes <out>/.lock and checks ckpt/'s run tag (cgar/run_dir.py): another run's ckpt/ is
-moved aside, and a finished run's ckpt/final/ is re-exported instead of retrained.
+Outputs in --out: run_config.json, metrics.jsonl (one line per logged step), model.pt (EMA weights), model_best.pt
+(the EMA snapshot best on val, else a copy of model.pt; see cgar/snapshots.py) and, when enabled, eval_curve.jsonl +
+snapshots/ (cgar/train_eval.py) and grad_stats.jsonl (cgar/grad_stats.py); all appear only when the run completes.
+Training wall-clock (metrics "wall_s", eval points "train_wall_s") excludes evaluation and gradient statistics.
+ckpt/ holds the DeepSpeed checkpoints and the live logs; it is not a pipeline output, so a failed, retried or
+requeued job (whose declared outputs Snakemake deletes) finds it. Before anything is written the run takes
+<out>/.lock and checks ckpt/'s run tag (cgar/run_dir.py): another run's ckpt/ is moved aside, and a finished run's
+ckpt/final/ (every output above) is re-exported instead of retrained.
 """
 
 from __future__ import annotations
@@ -34,37 +39,24 @@ from tqdm import tqdm
 
 from cgar import run_dir
 from cgar.config import ConfigError, RunConfig, check_world_size, config_to_dict, load_config
-from cgar.curriculum import depth_at, hsw_weight
+from cgar.curriculum import hsw_weight
 from cgar.data.build import verify_split_files
 from cgar.data.loader import TrainStream, load_split
-from cgar.engine import Checkpointer, Runtime, compute_init, ds_config, print0
-from cgar.flops import step_flops
+from cgar.engine import Checkpointer, Runtime, all_reduce_sum, compute_init, ds_config, print0
 from cgar.io_utils import DataError, atomic_directory, atomic_write, atomic_write_json
 from cgar.losses import act_loss, reduce_metrics
-from cgar.model import TRM, Carry, TRMConfig, draw_min_halt_steps
+from cgar.model import TRM, Carry, draw_min_halt_steps
 from cgar.optim import EMA, SignSGD, lr_at, make_optimizer, set_lr
+from cgar.schedule import depth_for, model_config, step_flops, step_flops_fwd_effective, total_steps  # noqa: F401
+from cgar.snapshots import remove_run_outputs, write_model_best
+from cgar.grad_stats import GradStats
+from cgar.run_logs import TensorBoard
+from cgar.train_eval import TrainingEvals
 
+# run-folder outputs besides model.pt / metrics.jsonl / run_config.json; most exist only with some settings
+# (eval_every, grad_stats_every, tensorboard), so a fresh run removes them itself rather than relying on Snakemake
+OPTIONAL_OUTPUTS = ("eval_curve.jsonl", "grad_stats.jsonl", "snapshots", "model_best.pt", "tensorboard")
 METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss", "loss")
-
-
-def model_config(cfg: RunConfig) -> TRMConfig:
-    return TRMConfig(**dataclasses.asdict(cfg.model))
-
-
-def total_steps(cfg: RunConfig, stream: TrainStream) -> int:
-    """TRM's run length: (epochs / epochs_per_iter) iterations of floor(epochs_per_iter * groups / batch) steps."""
-    full = (cfg.train.epochs // cfg.train.epochs_per_iter) * stream.batches_per_iter
-    return min(full, cfg.train.max_steps) if cfg.train.max_steps else full
-
-
-def depth_for(cfg: RunConfig, step: int, total: int) -> tuple[int, int, int]:
-    """(stage index, T, n) for the 1-based optimizer step; progress = completed steps / total."""
-    if not cfg.pdc.enabled:  # full depth all along: logged as the last stage, as PDC's full-depth stage is
-        return len(cfg.pdc.stages) - 1, cfg.model.H_cycles, cfg.model.L_cycles
-    progress = (step - 1) / total
-    T, n = depth_at(progress, cfg.pdc.stages)
-    stage = max(i for i, (start, *_) in enumerate(cfg.pdc.stages) if progress >= start)
-    return stage, T, n
 
 
 def _parse_metrics_line(line: str) -> dict | None:
@@ -77,20 +69,15 @@ def _parse_metrics_line(line: str) -> dict | None:
         return None
 
 
-def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t
-
-
 def carry_to(carry: Carry, device) -> Carry:
     return Carry(carry.y.to(device), carry.z.to(device), carry.steps.to(device), carry.halted.to(device),
                  {k: v.to(device) for k, v in carry.data.items()})
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, out: Path, rt: Runtime):
+    def __init__(self, cfg: RunConfig, out: Path, rt: Runtime, fast_step: bool = True):
         self.cfg, self.out, self.rt = cfg, out, rt
+        self.fast_step = fast_step
         tc = cfg.train
         split = load_split(cfg.data_dir, "train")
         self.stream = TrainStream(split, tc.global_batch_size, tc.seed, tc.epochs_per_iter, rt.rank, rt.world)
@@ -108,20 +95,36 @@ class Trainer:
             model=model, optimizer=opt,
             config=ds_config(tc.global_batch_size, rt.world, tc.zero_stage, tc.gradient_clipping))
         self.model = model
-        self.ema = EMA(model, tc.ema_rate)
+        if fast_step and rt.world == 1 and tc.zero_stage == 0:
+            # one rank, no ZeRO: DeepSpeed's gradient all-reduce flattens, "reduces" over 1 rank, scales by 1/1
+            # and copies back, changing nothing (ZeRO 1/2 move gradients into partitions there, so they keep it)
+            self.engine.enable_backward_allreduce = False
+        self.ema = EMA(model, tc.ema_rate, foreach=fast_step)
+        # fast step: each step's loss goes here and is checked for NaN/inf at the next log line or checkpoint,
+        # one host sync per check instead of one per step (losses[:unchecked] are this window's, unchecked yet)
+        self.losses = torch.zeros(tc.log_every, dtype=torch.float64, device=rt.device)
+        self.unchecked = 0
         self.explore = torch.Generator().manual_seed(tc.seed + 1)  # same stream on every rank (global draws)
         self.carry = model.initial_carry(self.local_batch, rt.device)
-        self.step, self.wall, self.flops = 0, 0.0, 0
+        self.step, self.wall, self.flops, self.flops_fwd_effective = 0, 0.0, 0, 0
+        self.pause_s = 0.0  # time spent since the clock was last read that is not training (grad stats)
         # metric sums since the last log line (per rank, reduced when logged); checkpointed with the rest
         self.acc = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=rt.device)
         self.since = 0
         self.ckpt = Checkpointer(out / "ckpt")
+        self.evals = TrainingEvals.create(cfg, self.total, self.ckpt.root, rt.world)
+        self.grad_stats = GradStats.create(cfg, self.ckpt.root)
+        self.tb = TensorBoard(None)  # opened in run(), after a fresh run has cleared the folder
+        self.resumed_logs: dict = {}  # checkpointed records of evals / grad stats, applied by rank 0 in run()
 
     # ------------------------------------------------------------------ state
 
     def save(self) -> str:
         shared = {"step": self.step, "wall_s": self.wall, "flops": self.flops, "ema": self.ema.state_dict(),
-                  "explore_rng": self.explore.get_state(), "run_config": config_to_dict(self.cfg)}
+                  "explore_rng": self.explore.get_state(), "run_config": config_to_dict(self.cfg),
+                  "flops_fwd_effective": self.flops_fwd_effective,
+                  "evals": self.evals.log.state_dict() if self.evals else None,
+                  "grad_stats": self.grad_stats.log.state_dict() if self.grad_stats else None}
         rank_state = {"carry": dataclasses.asdict(carry_to(self.carry, "cpu")), "stream": self.stream.state_dict(),
                       "torch_rng": torch.get_rng_state(), "metric_sums": self.acc.cpu(), "since": self.since}
         return self.ckpt.save(self.engine, self.step, shared, rank_state, self.rt.rank)
@@ -134,6 +137,8 @@ class Trainer:
         if shared["run_config"] != config_to_dict(self.cfg):
             raise ConfigError(f"{self.out}: the checkpoint was written with a different run config; use a new --out")
         self.step, self.wall, self.flops = shared["step"], shared["wall_s"], shared["flops"]
+        self.flops_fwd_effective = shared["flops_fwd_effective"]
+        self.resumed_logs = {"evals": shared["evals"], "grad_stats": shared["grad_stats"]}
         self.ema.load_state_dict(shared["ema"])
         self.explore.set_state(shared["explore_rng"])
         self.carry = carry_to(Carry(**rank_state["carry"]), self.rt.device)
@@ -159,17 +164,25 @@ class Trainer:
                                        self.mcfg.halt_exploration_prob, self.explore)[lo:lo + self.local_batch]
         incoming = self.carry.steps
         if cfg.hsw.enabled and cfg.hsw.mode == "released":  # one scalar from the global batch mean
-            total = _all_reduce_sum(incoming.sum().double())
+            total = all_reduce_sum(incoming.sum().double())
             incoming = torch.full((1,), float(total) / tc.global_batch_size)
-        self.carry, out = self.engine(self.carry, batch, depth=(T, n), min_halt_steps=min_halt.to(dev))
+        min_halt = min_halt.to(dev)
+        if self.grad_stats and self.grad_stats.due(step):  # before the forward, on the same inputs; off the clock
+            self.pause_s += self.grad_stats.run(self, step, stage, T, n, batch, min_halt, incoming)
+        self.carry, out = self.engine(self.carry, batch, depth=(T, n), min_halt_steps=min_halt)
+        # the carry's steps are 1..halt_max_steps by construction (halting); the fast step checks it at log steps
+        check = not self.fast_step or step % tc.log_every == 0
         w = hsw_weight(cfg.hsw.mode, incoming, self.carry.steps, cfg.hsw.decay,
-                       self.mcfg.halt_max_steps) if cfg.hsw.enabled else None
+                       self.mcfg.halt_max_steps, check) if cfg.hsw.enabled else None
         loss, sums = act_loss(out.logits, out.q_halt, self.carry.data["labels"], self.carry.halted,
                               self.carry.steps, weight=w)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite loss ({loss.item()}) at optimizer step {step}; stopping without saving. "
-                f"The last good checkpoint is {self.ckpt.latest_tag()} in {self.ckpt.root}")
+        if self.fast_step:
+            if self.unchecked == len(self.losses):  # steps driven outside run() (bench): check the full window
+                self.check_losses()
+            self.losses[self.unchecked] = loss.detach()
+            self.unchecked += 1
+        elif not torch.isfinite(loss):
+            self.nonfinite_loss(loss.item(), step)
         # DeepSpeed averages gradients over ranks, so per-rank sum / local batch = TRM's global sum / global batch
         self.engine.backward(loss / self.local_batch)
         self.sign_sgd.step()
@@ -177,11 +190,38 @@ class Trainer:
         self.ema.update(self.model)
         self.step = step
         self.flops += step_flops(self.mcfg, T, n, tc.global_batch_size)
-        weight = 1.0 if w is None else float(torch.as_tensor(w, dtype=torch.float64).mean())
+        self.flops_fwd_effective += step_flops_fwd_effective(self.mcfg, T, n, tc.global_batch_size)
+        weight = 1.0 if w is None else torch.as_tensor(w, dtype=torch.float64).mean()
+        if not self.fast_step:  # the fast step converts it when it is logged (a host sync on GPU)
+            weight = float(weight)
         extra = dict(stage=stage, T=T, n=n, lr=lr, hsw_weight=weight)
         return {**{k: v.detach().double() for k, v in sums.items()}, **extra}
 
+    def nonfinite_loss(self, value: float, step: int):
+        raise FloatingPointError(
+            f"non-finite loss ({value}) at optimizer step {step}; stopping without saving. "
+            f"The last good checkpoint is {self.ckpt.latest_tag()} in {self.ckpt.root}")
+
+    def check_losses(self) -> None:
+        """Fast step: stop at the first non-finite loss since the last check, naming its step (as the plain step
+        does at once). Called before every log line and checkpoint, so neither ever holds a step past it."""
+        if not self.unchecked:
+            return
+        window, first = self.losses[: self.unchecked], self.step - self.unchecked + 1
+        self.unchecked = 0
+        bad = (~torch.isfinite(window)).nonzero()
+        if len(bad):
+            i = int(bad[0, 0])
+            self.nonfinite_loss(float(window[i]), first + i)
+
     # ------------------------------------------------------------------ the loop
+
+    def _clock(self, t0: float) -> float:
+        """Add the training time since t0 (less any pause) to the wall-clock; returns the new t0."""
+        now = time.perf_counter()
+        self.wall += now - t0 - self.pause_s
+        self.pause_s = 0.0
+        return now
 
     def run(self) -> None:
         tc = self.cfg.train
@@ -189,12 +229,21 @@ class Trainer:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         resumed = self.resume()
         if self.rt.is_main:
+            if not resumed:  # a fresh run: what an earlier run in this folder published must not look like ours
+                remove_run_outputs(self.out, OPTIONAL_OUTPUTS)
+            if tc.tensorboard:
+                self.tb = TensorBoard(self.out / "tensorboard")
             keep = []
             if resumed and metrics_path.exists():  # drop lines past the checkpoint: they will be redone
                 keep = [ln for ln in metrics_path.read_text().splitlines()
                         if (rec := _parse_metrics_line(ln)) is not None and rec["step"] <= self.step]
             with atomic_write(metrics_path, "w") as f:
                 f.writelines(ln + "\n" for ln in keep)
+            if self.evals:
+                self.evals.resume(self.resumed_logs.get("evals"), self.step if resumed else None)
+            if self.grad_stats:
+                self.grad_stats.log.load_state_dict(self.resumed_logs.get("grad_stats"))
+                self.grad_stats.log.restart_live()
             print0(f"{'resumed at' if resumed else 'starting'} step {self.step}/{self.total} "
                    f"({self.rt.world} rank(s), {self.rt.device}, {self.model.num_params():,} parameters)")
         kill_at = int(os.environ.get("CGAR_FAULT_KILL_AT_STEP", "0"))  # fault-injection hook for tests
@@ -206,11 +255,20 @@ class Trainer:
             m = self.train_step()
             self.acc += torch.stack([m[k] for k in METRIC_KEYS])
             self.since += 1
+            if self.evals and self.evals.due(self.step):  # off the training clock
+                self.check_losses()  # an eval point is checkpointed: never one past a non-finite loss
+                t0 = self._clock(t0)
+                point = self.evals.run(self, self.step, m["stage"], m["T"], m["n"])
+                if point:
+                    self.tb.scalars("eval", point)
+                    self.tb.flush()
+                t0 = time.perf_counter()
             if self.step % tc.log_every == 0 or self.step == self.total:
-                sums = _all_reduce_sum(self.acc.clone()).tolist()
-                now = time.perf_counter()
-                self.wall, t0 = self.wall + now - t0, now
-                rec = {"step": self.step, **{k: m[k] for k in ("stage", "T", "n", "lr", "hsw_weight")},
+                self.check_losses()
+                sums = all_reduce_sum(self.acc.clone()).tolist()
+                t0 = self._clock(t0)
+                rec = {"step": self.step, **{k: m[k] for k in ("stage", "T", "n", "lr")},
+                       "hsw_weight": float(m["hsw_weight"]),
                        **reduce_metrics(dict(zip(METRIC_KEYS, sums)), tc.global_batch_size * self.since),
                        "wall_s": round(self.wall, 3), "flops": self.flops}
                 self.acc.zero_()
@@ -218,11 +276,13 @@ class Trainer:
                 if log:
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
+                    self.tb.scalars("train", rec)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", exact=f"{rec['exact_accuracy']:.3f}",
                                 steps=f"{rec['steps']:.1f}", Tn=f"{rec['T']},{rec['n']}", refresh=False)
             bar.update(1)
             if self.step % tc.checkpoint_every == 0 and self.step < self.total:
-                self.wall, t0 = self.wall + time.perf_counter() - t0, time.perf_counter()
+                self.check_losses()
+                t0 = self._clock(t0)  # the save itself counts as training time (as it always has)
                 self.save()
             if kill_at and self.step == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -231,20 +291,32 @@ class Trainer:
             log.close()
         if self.rt.is_main:  # ckpt/final/ first (what a rerun re-exports), then the outputs, then the rest goes
             with atomic_directory(run_dir.final_dir(self.out)) as final:
-                self.export(final / "model.pt")
                 shutil.copyfile(metrics_path, final / "metrics.jsonl")
+                if self.evals:
+                    self.evals.publish(final)
+                if self.grad_stats:
+                    self.grad_stats.log.publish(final / "grad_stats.jsonl")
+                self.export(final)
+            self.tb.close()
             run_dir.publish_final(self.out)
             run_dir.prune_checkpoints(self.out)
-            print0(f"wrote {self.out / 'model.pt'} and metrics.jsonl (EMA weights, step {self.step})")
+            print0(f"wrote {self.out / 'model.pt'}, model_best.pt and the logs (EMA weights, step {self.step})")
 
-    def export(self, path: Path) -> None:
-        """model.pt: EMA weights + buffers, the model config and the run config (what evaluation loads)."""
+    def payload(self) -> dict:
+        """The model.pt payload of the model's current weights (call with the EMA weights swapped in)."""
+        state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        return {"model_config": dataclasses.asdict(self.mcfg), "run_config": config_to_dict(self.cfg),
+                "state_dict": state, "step": self.step, "weights": "ema"}
+
+    def export(self, folder: Path) -> None:
+        """folder/model.pt: EMA weights + buffers, the model config and the run config (what evaluation loads);
+        folder/model_best.pt: the best snapshot by val when there is one (TrainingEvals.publish), else model.pt's."""
         with self.ema.swapped(self.model):
-            state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        payload = {"model_config": dataclasses.asdict(self.mcfg), "run_config": config_to_dict(self.cfg),
-                   "state_dict": state, "step": self.step, "weights": "ema"}
-        with atomic_write(path) as f:
+            payload = self.payload()
+        with atomic_write(folder / "model.pt") as f:
             torch.save(payload, f)
+        if not (self.evals and self.evals.best_step() is not None):
+            write_model_best(folder / "model_best.pt", payload, "final")
 
 
 def shutdown() -> None:

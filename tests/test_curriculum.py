@@ -51,6 +51,9 @@ def test_hsw_paper_weights():
     assert (w[0] / w[-1]).item() == pytest.approx(0.7**-15, rel=1e-5)  # ~211, not the "153x" quoted elsewhere
     with pytest.raises(ValueError):
         hsw_weights_paper(torch.tensor([0, 3]))
+    unchecked = hsw_weights_paper(torch.arange(1, 17), check=False)  # the same weights, without the range check
+    assert torch.equal(unchecked, w)
+    assert torch.equal(hsw_weight("paper", None, torch.arange(1, 17), check=False), w)
 
 
 def test_hsw_released_scale():

@@ -475,8 +475,9 @@ def smk_data(tmp_path_factory):
     cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
     cfg["experiments"] = {"baseline": {}}
     cfg["data"]["source"] = "import"
-    cfg["data"]["import"] = {"train_csv": str(work / "train.csv"), "test_csv": str(work / "test.csv"),
-                             "on_error": "fail", "check_unique": False}
+    cfg["data"]["import"].update(train_csv=str(work / "train.csv"), test_csv=str(work / "test.csv"),
+                                 on_error="fail", check_unique=False)
+    cfg["data"]["build"]["val_size"] = 0  # all 30 puzzles train (the step count below depends on it)
     cfg["run_defaults"]["train"]["epochs"] = 80  # 7 steps per 4 epochs: 140 steps, a checkpoint every 10
     (work / "config").mkdir()
     (work / "config/config.yaml").write_text(yaml.safe_dump(cfg))

@@ -202,6 +202,25 @@ def test_ema_update_math_and_swap():
     assert torch.equal(m.weight, live)
 
 
+def test_ema_foreach_update_is_bitwise_the_per_tensor_loop():
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Linear(7, 3)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    emas = [EMA(m, decay=0.99, foreach=f) for m, f in zip(models, (False, True))]
+    for step in range(5):  # move the weights by the same random amounts, then average
+        noise = [torch.randn_like(p) for p in models[0].parameters()]
+        for m, ema in zip(models, emas):
+            with torch.no_grad():
+                for p, d in zip(m.parameters(), noise):
+                    p.add_(d)
+            ema.update(m)
+    loop, fused = emas
+    assert loop.shadow.keys() == fused.shadow.keys() and len(loop.shadow) == 4
+    for k in loop.shadow:
+        assert torch.equal(loop.shadow[k], fused.shadow[k]), k
+        assert not torch.equal(loop.shadow[k], dict(models[0].named_parameters())[k])  # really averaged
+
+
 def test_ema_state_dict_round_trip():
     m = tiny_module()
     ema = EMA(m)

@@ -1,6 +1,7 @@
 """The Snakemake DAG: lint and format, dry-runs of the paper config, the .test pipeline end to end with its
 HTML report, re-rendering figures from cached results, and reruns limited to a changed experiment."""
 
+import json
 import os
 import re
 import shutil
@@ -9,13 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # rules call `python -m cgar...`
 DATA_TRAIN_EVAL = {"generate_chunk", "split", "import_csv", "build_dataset", "check_dataset", "run_config",
-                   "train", "flops", "evaluate"}
+                   "train", "flops", "evaluate", "evaluate_best", "evaluate_act", "trace", "evaluate_shard",
+                   "evaluate_merge"}
 
 
 def smk(*args, cwd=ROOT, timeout=900) -> subprocess.CompletedProcess:
@@ -43,6 +46,8 @@ def test_paper_config_dry_run():
     jobs = planned_jobs(smk("-n", "--cores", "4", "--forceall"))
     assert jobs["generate_chunk"] == -(-(423168 + 20000) // 2000)  # 222 chunks fan out
     assert jobs["train"] == jobs["evaluate"] == jobs["flops"] == 4 * 3  # 4 variants x 3 seeds
+    assert jobs["evaluate_best"] == jobs["evaluate_act"] == 4 * 3
+    assert jobs["trace"] == 4  # the first seed of each variant
     assert jobs["split"] == jobs["build_dataset"] == jobs["check_dataset"] == 1
 
 
@@ -102,7 +107,9 @@ def test_pipeline_end_to_end(test_pipeline):
         assert (test_pipeline / f).stat().st_size > 0, f
     for exp in ("baseline", "pdc", "hsw", "cgar"):
         run = test_pipeline / f"results/runs/{exp}/seed0"
-        for name in ("model.pt", "metrics.jsonl", "run_config.json", "flops.json", "eval.json", "eval.parquet"):
+        for name in ("model.pt", "metrics.jsonl", "run_config.json", "flops.json", "eval.json", "eval.parquet",
+                     "model_best.pt", "eval_best.json", "eval_best.parquet", "eval_act.json", "eval_act.parquet",
+                     "trace.json"):
             assert (run / name).is_file(), run / name
         assert (test_pipeline / f"logs/results/runs/{exp}/seed0/train.log").is_file()
     assert "leaks" in (test_pipeline / "results/data/leak_check.json").read_text()
@@ -110,11 +117,31 @@ def test_pipeline_end_to_end(test_pipeline):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
+def test_pipeline_evaluates_during_training_with_a_val_split(test_pipeline):
+    """.test turns on in-training evaluation, snapshots, gradient statistics and the val split (issue 10)."""
+    leak = json.loads((test_pipeline / "results/data/leak_check.json").read_text())
+    assert leak["leaks"] == 0 and leak["val_vs_train"]["test_puzzles"] == 10 and leak["val_vs_test"]["leaks"] == 0
+    for exp in ("baseline", "cgar"):
+        run = test_pipeline / f"results/runs/{exp}/seed0"
+        curve = [json.loads(ln) for ln in (run / "eval_curve.jsonl").read_text().splitlines()]
+        assert curve and all(p["val"]["num_puzzles"] == 10 for p in curve), exp
+        assert curve[-1]["step"] == json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+        assert (run / "grad_stats.jsonl").read_text().strip() and list((run / "tensorboard").iterdir())
+        assert torch.load(run / "model_best.pt", weights_only=True)["selected_on"] == "val"
+        steps = [p["step"] for p in curve]
+        assert steps == [15, 30, 35], steps  # every 15 of the 35 steps, and the last
+        kept = sorted(int(p.stem[4:]) for p in (run / "snapshots").glob("step*.pt"))
+        best = max(curve, key=lambda p: (p["val"]["exact_accuracy"], -p["step"]))["step"]
+        assert kept == sorted({35, best})  # keep_snapshots 1: the newest, plus the best by val
+
+
 def test_html_report(test_pipeline):
     r = smk("--report", "report.html", "--directory", test_pipeline, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     html = (test_pipeline / "report.html").read_text(errors="replace")
     assert len(html) > 10_000 and "main_results" in html and "speed_accuracy" in html
+    for name in ("claims", "time_to_target", "halting", "eval_curves", "puzzle_trace", "grad_norm_by_step"):
+        assert name in html, name
 
 
 def test_figures_from_cached_results(test_pipeline, tmp_path):
@@ -181,19 +208,24 @@ def test_multinode_and_sharded_dry_run(tmp_path):
     """nodes_per_run x tasks_per_node > 1: srun + rendezvous launcher with GPUs per task from the per-node gres;
     evaluate.shards: K shard jobs + one merge per run; a runtime over the partition cap stops the DAG build."""
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    cfg["resources"].update(nodes_per_run=2, tasks_per_node=1)
+    # 8 GPUs per run over 2 nodes (a consistent config: the DAG build checks it), given per node as gres below
+    cfg["resources"].update(nodes_per_run=2, tasks_per_node=1, gpus_per_run=8)
     cfg["evaluate"]["shards"] = 4
     (tmp_path / "mn.yaml").write_text(yaml.safe_dump(cfg))
     r = smk("-n", "-p", "--workflow-profile", "profiles/slurm", "--forceall", "--configfile", tmp_path / "mn.yaml",
             "--set-resources", "train:gpu=0", "train:gres=gpu:4", "train:cpus_per_gpu=8")
     jobs = planned_jobs(r)
-    assert jobs["evaluate_shard"] == 12 * 4 and jobs["evaluate_merge"] == 12 and "evaluate" not in jobs
+    # the three evaluations of every run (eval, eval_best, eval_act) are sharded alike
+    assert jobs["evaluate_shard"] == 3 * 12 * 4 and jobs["evaluate_merge"] == 3 * 12
+    assert not {"evaluate", "evaluate_best", "evaluate_act"} & set(jobs)
     out = r.stdout + r.stderr
     train_cmds = [ln for ln in out.splitlines() if "-m cgar.train" in ln]
     assert len(train_cmds) == 12 and all(
         "python -m cgar.slurm_launch --nodes 2 --tasks-per-node 1 --gpus-per-task 4 --cpus-per-task 32 -- -m cgar.train"
         in c for c in train_cmds), train_cmds[:1]
     assert "--shard 3/4" in out and "cgar.eval_shards" in out
+    assert "--stem eval_act --mode act --shard 3/4" in out and "--stem eval_best --mode full --shard 0/4" in out
+    assert "cgar/seed2/model_best.pt" in out
     cfg["resources"]["max_runtime_minutes"] = 600  # < train_runtime_minutes 960
     (tmp_path / "cap.yaml").write_text(yaml.safe_dump(cfg))
     r = smk("-n", "--forceall", "--configfile", tmp_path / "cap.yaml")
@@ -217,6 +249,7 @@ def test_import_mode_stops_before_training_on_a_leak(tmp_path):
     cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
     cfg["data"]["source"] = "import"
     cfg["data"]["import"].update(train_csv="real/train.csv", test_csv="real/test.csv")
+    cfg["data"]["build"]["val_size"] = 0  # the leaked row stays in train (a val split could draw it: a val leak)
     (tmp_path / "config").mkdir()
     (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(cfg))
     r = smk("--cores", "2", "--directory", tmp_path, "--retries", "0", timeout=600)

@@ -74,7 +74,7 @@ def cmd_build(a: argparse.Namespace) -> dict:
 
     cfg = BuildConfig(
         subsample_size=a.subsample_size or None, num_aug=a.num_aug, min_difficulty=a.min_difficulty, seed=a.seed,
-        difficulty=a.difficulty,
+        difficulty=a.difficulty, val_size=a.val_size,
     )
     return build_dataset(a.train, a.test, a.out, cfg, progress=not a.quiet)
 
@@ -85,7 +85,7 @@ def cmd_check(a: argparse.Namespace) -> dict:
 
     report = {}
     if a.verify_manifest:
-        for d in (a.train, a.test):
+        for d in (a.train, a.test, *([a.val] if a.val else [])):
             for candidate in (Path(d), Path(d).parent):  # a split dir or the dataset dir holding it
                 if (candidate / "manifest.json").is_file():
                     verified = report.setdefault("manifests_verified", [])
@@ -98,6 +98,13 @@ def cmd_check(a: argparse.Namespace) -> dict:
     report.update(check_leaks(a.train, a.test, all_examples=a.all_examples, progress=not a.quiet))
     if report["leaks"]:
         print(f"LEAK: {report['leaks']} test puzzle(s) are symmetries of train puzzles", file=sys.stderr)
+    if a.val:  # the validation split must be inequivalent to both: val vs train, and val vs test
+        for other, key in ((a.train, "val_vs_train"), (a.test, "val_vs_test")):
+            sub = check_leaks(other, a.val, all_examples=a.all_examples, progress=not a.quiet)
+            report[key] = sub
+            if sub["leaks"]:
+                print(f"LEAK: {sub['leaks']} val puzzle(s) are symmetries of {key[7:]} puzzles", file=sys.stderr)
+        report["leaks"] += report["val_vs_train"]["leaks"] + report["val_vs_test"]["leaks"]
     return report
 
 
@@ -168,12 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="difficulty column for --min-difficulty and the ratings sidecar (auto: class_rating if "
                         "the CSV has it, else rating)")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--val-size", type=int, default=0,
+                   help="validation puzzles carved from the train CSV before subsampling, written as val/ (0 = none)")
     common(b)
     b.set_defaults(func=cmd_build)
 
     c = sub.add_parser("check", help="verify that no test puzzle is a symmetry of a train puzzle")
     c.add_argument("--train", type=Path, required=True, help="train CSV or built split dir (…/train)")
     c.add_argument("--test", type=Path, required=True, help="test CSV or built split dir (…/test)")
+    c.add_argument("--val", type=Path, default=None,
+                   help="validation CSV or split dir (…/val): also checked against --train and --test")
     c.add_argument("--all-examples", action="store_true", help="canonicalise every row, not one per group")
     c.add_argument("--verify-manifest", action="store_true", help="also check sha256 sums against manifest.json")
     common(c)

@@ -5,7 +5,12 @@ Mirrors `build_sudoku_dataset.py` of HRM/TRM (spec §2.2), with three deliberate
 - augmentation is vectorised (1M pairs in seconds instead of minutes);
 - a `manifest.json` records row counts, seeds, the build config and the sha256 of every file.
 
-Layout of `<out>/`: `identifiers.json`, `manifest.json`, and for each split `<out>/{train,test}/`:
+Validation split (`val_size` > 0): that many puzzles are drawn from the training CSV *before* the training
+subsample, which then draws from the rest; training puzzles equivalent (by canonical form) to a val puzzle are
+dropped, so val is disjoint from train by construction (and from test, as the training CSV is). Val is written
+like test: never augmented, one example per group. "Best snapshot" selection uses it, never test.
+
+Layout of `<out>/`: `identifiers.json`, `manifest.json`, and for each split `<out>/{train,val,test}/`:
 `all__inputs.npy` uint8[N, 81], `all__labels.npy` uint8[N, 81], `all__puzzle_identifiers.npy` int32[N],
 `all__puzzle_indices.npy` int32[N+1], `all__group_indices.npy` int32[G+1], `dataset.json`, and two sidecars the
 reference does not have (its loaders ignore them): `all__ratings.npy` int32[N] and `all__source_ids.npy` int16[N]
@@ -32,7 +37,7 @@ from cgar.io_utils import DataError, atomic_directory, atomic_write_json, sha256
 from cgar.sudoku.grid import givens_consistent, grid_problem, num_givens, parse_grids, valid_solutions
 from cgar.sudoku.symmetry import augment_pairs
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")  # val only when BuildConfig.val_size > 0
 ARRAY_FILES = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 AUG_CHUNK = 1 << 16  # pairs augmented per vectorised call: bounds the int64 index temporaries to ~40 MB
 DIFFICULTY_COLUMNS = ("auto", "rating", "class_rating")
@@ -45,8 +50,11 @@ class BuildConfig:
     min_difficulty: float | None = None  # keep rows with difficulty >= this, in both splits (as the reference)
     seed: int = 0
     difficulty: str = "auto"  # the column min_difficulty and the ratings sidecar use (DIFFICULTY_COLUMNS)
+    val_size: int = 0  # validation puzzles carved from the training CSV before subsampling (0 = no val split)
 
     def __post_init__(self):
+        if self.val_size < 0:
+            raise ValueError(f"val_size must be >= 0, got {self.val_size}")
         if self.subsample_size is not None and self.subsample_size < 1:
             raise ValueError(f"subsample_size must be >= 1 or None, got {self.subsample_size}")
         if self.num_aug < 0:
@@ -178,17 +186,44 @@ def count_rows(path: str | os.PathLike, *, min_difficulty: float | None = None, 
                if min_difficulty is None or r >= min_difficulty)
 
 
-def subsample(path: str | os.PathLike, cfg: BuildConfig, rng: np.random.Generator) -> PuzzleTable:
-    """Seeded subsample without replacement, in the drawn (random) order like the reference's np.random.choice."""
+def _read_rows(path: Path, cfg: BuildConfig, rows: np.ndarray) -> PuzzleTable:
+    """The filtered rows `rows` (indices, in the given order) of a puzzle CSV, reading only those."""
+    order = np.argsort(rows)
+    table = read_puzzle_csv(path, min_difficulty=cfg.min_difficulty, keep=rows[order], difficulty=cfg.difficulty)
+    return table.take(np.argsort(order))  # back to the given order
+
+
+def subsample(path: str | os.PathLike, cfg: BuildConfig, rng: np.random.Generator,
+              val_rng: np.random.Generator | None = None) -> tuple[PuzzleTable, PuzzleTable | None]:
+    """(training subsample, validation puzzles or None): seeded draws without replacement, in the drawn (random)
+    order like the reference's np.random.choice. The val rows (cfg.val_size, from `val_rng`) are drawn first and
+    taken out of the pool the training subsample draws from; with val_size 0 the subsample is the old one."""
+    path = Path(path)
     n = count_rows(path, min_difficulty=cfg.min_difficulty, difficulty=cfg.difficulty)
     if n == 0:
         raise DataError(path, f"no rows left after min_difficulty={cfg.min_difficulty}")
-    if cfg.subsample_size is None or cfg.subsample_size >= n:
-        return read_puzzle_csv(path, min_difficulty=cfg.min_difficulty, difficulty=cfg.difficulty)
-    chosen = rng.choice(n, size=cfg.subsample_size, replace=False)
-    order = np.argsort(chosen)
-    table = read_puzzle_csv(path, min_difficulty=cfg.min_difficulty, keep=chosen[order], difficulty=cfg.difficulty)
-    return table.take(np.argsort(order))  # back to the drawn order
+    if cfg.val_size >= n:
+        raise DataError(path, f"data.build.val_size {cfg.val_size} leaves no training rows of the {n} available")
+    val_rows = np.sort(val_rng.choice(n, size=cfg.val_size, replace=False)) if cfg.val_size else None
+    pool = np.arange(n) if val_rows is None else np.setdiff1d(np.arange(n), val_rows)
+    if cfg.subsample_size is None or cfg.subsample_size >= len(pool):
+        chosen = pool
+    else:
+        chosen = pool[rng.choice(len(pool), size=cfg.subsample_size, replace=False)]
+    val = None if val_rows is None else _read_rows(path, cfg, val_rows)
+    if len(chosen) == n:  # the whole file, in file order
+        return read_puzzle_csv(path, min_difficulty=cfg.min_difficulty, difficulty=cfg.difficulty), val
+    return _read_rows(path, cfg, chosen), val
+
+
+def drop_equivalent(train: PuzzleTable, val: PuzzleTable, progress: bool = False) -> tuple[PuzzleTable, int]:
+    """Training rows with no symmetry-equivalent (canonical form) in val, and how many were dropped."""
+    from cgar.sudoku.canonical import canonical_keys, group_ids
+
+    ids = group_ids(np.concatenate([canonical_keys(train.questions, progress=progress),
+                                    canonical_keys(val.questions, progress=progress)]))
+    leaked = np.isin(ids[: len(train)], ids[len(train):])
+    return train.take(np.flatnonzero(~leaked)), int(leaked.sum())
 
 
 def expand_groups(
@@ -289,8 +324,13 @@ def build_dataset(
     """Build `<out_dir>/{train,test}` + manifest atomically; returns the manifest."""
     train_csv, test_csv, out_dir = Path(train_csv), Path(test_csv), Path(out_dir)
     # Independent streams for the subsample and the augmentation: changing num_aug keeps the same puzzles.
-    ss_sub, ss_aug = np.random.SeedSequence([cfg.seed, 2025]).spawn(2)
-    train = subsample(train_csv, cfg, np.random.default_rng(ss_sub))
+    ss_sub, ss_aug, ss_val = np.random.SeedSequence([cfg.seed, 2025]).spawn(3)  # spawn(k) extends spawn(k - 1)
+    train, val = subsample(train_csv, cfg, np.random.default_rng(ss_sub), np.random.default_rng(ss_val))
+    val_dropped = 0
+    if val is not None:
+        train, val_dropped = drop_equivalent(train, val, progress)
+        if len(train) == 0:
+            raise DataError(train_csv, "every training row is equivalent to a validation puzzle")
     test = read_puzzle_csv(test_csv, min_difficulty=cfg.min_difficulty, difficulty=cfg.difficulty)
     if len(test) == 0:
         raise DataError(test_csv, f"no test rows (min_difficulty={cfg.min_difficulty})")
@@ -299,6 +339,8 @@ def build_dataset(
         write_split(tmp / "train", inputs, labels, sizes, train)
         del inputs, labels
         write_split(tmp / "test", test.questions, test.answers, np.ones(len(test), dtype=np.int64), test)
+        if val is not None:  # like test: never augmented, one example per group
+            write_split(tmp / "val", val.questions, val.answers, np.ones(len(val), dtype=np.int64), val)
         atomic_write_json(tmp / "identifiers.json", ["<blank>"])
         files = {
             str(p.relative_to(tmp)): _file_entry(p) for p in sorted(tmp.rglob("*")) if p.is_file()
@@ -318,6 +360,8 @@ def build_dataset(
             "splits": {
                 "train": {"groups": len(train), "examples": int(sizes.sum()), "stats": _stats(train)},
                 "test": {"groups": len(test), "examples": len(test), "stats": _stats(test)},
+                **({} if val is None else {"val": {"groups": len(val), "examples": len(val), "stats": _stats(val),
+                                                   "train_rows_dropped_as_equivalent": val_dropped}}),
             },
             "files": files,
         }

@@ -2,8 +2,9 @@
 
     python -m cgar.report collect --runs results/runs/*/seed* --out results/summary/runs.csv
     python -m cgar.report tables  --summary results/summary/runs.csv --runs results/runs/*/seed* \\
-                                  [--baseline baseline] --out-dir results/tables
-    python -m cgar.report figures --runs results/runs/*/seed* --out-dir results/figures
+                                  [--baseline baseline] [--targets 0.5 ...] [--baseline-fractions 0.95 0.99]
+                                  --out-dir results/tables
+    python -m cgar.report figures --runs results/runs/*/seed* [--baseline ...] [--targets ...] --out-dir results/figures
 
 --runs takes run directories or glob patterns (quoted or expanded by the shell); experiments appear in tables
 and legends in the order their runs are given. Exit status 2 on a missing or malformed input (the message names
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 from cgar.io_utils import DataError
-from cgar.report import DEFAULT_BASELINE, FIGURES, TABLE_FORMATS, TABLES
+from cgar.report import DEFAULT_BASELINE, DEFAULT_BASELINE_FRACTIONS, FIGURES, TABLE_FORMATS, TABLES
 
 
 def _runs(patterns: list[str]):
@@ -34,8 +35,9 @@ def cmd_collect(a) -> None:
 
 
 def cmd_tables(a) -> None:
+    from cgar.report.build import all_tables
     from cgar.report.collect import read_summary
-    from cgar.report.tables import build_tables, write_tables
+    from cgar.report.tables import write_tables
 
     summary, runs = read_summary(a.summary), _runs(a.runs)
     in_summary = set(zip(summary.exp, summary.seed.astype(int)))
@@ -43,15 +45,42 @@ def cmd_tables(a) -> None:
     if in_summary != given:  # a stale summary would silently mix old and new runs
         raise DataError(a.summary, f"runs differ from --runs (only in summary: {sorted(in_summary - given)}, "
                                    f"only in --runs: {sorted(given - in_summary)}); rerun collect")
-    paths = write_tables(build_tables(summary, runs, a.baseline), a.out_dir)
+    tables = all_tables(summary, runs, a.baseline, tuple(a.targets), tuple(a.baseline_fractions))
+    paths = write_tables(tables, a.out_dir)
     print(f"wrote {len(paths)} files to {a.out_dir}")
 
 
 def cmd_figures(a) -> None:
     from cgar.report.figures import make_figures
 
-    paths = make_figures(_runs(a.runs), a.out_dir)
+    runs = _runs(a.runs)
+    if a.baseline not in {r.exp for r in runs}:
+        raise DataError("--baseline", f"experiment {a.baseline!r} is not among the runs")
+    paths = make_figures(runs, a.out_dir, a.baseline, tuple(a.targets), tuple(a.baseline_fractions))
     print(f"wrote {len(paths)} files to {a.out_dir}")
+
+
+def accuracy(text: str) -> float:
+    """An accuracy fraction in (0, 1] (argparse type: a bad value names the option)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in (0, 1]")
+    return value
+
+
+def comparison_options(p: argparse.ArgumentParser) -> None:
+    """The baseline and the time-to-target targets (tables and figures take the same)."""
+    p.add_argument("--baseline", default=DEFAULT_BASELINE,
+                   help=f"experiment that speedups and deltas are relative to (default: {DEFAULT_BASELINE})")
+    p.add_argument("--targets", nargs="*", type=accuracy, default=[], metavar="ACC",
+                   help="absolute test exact-accuracy targets (fractions) for time-to-target (report.targets)")
+    fractions = " ".join(map(str, DEFAULT_BASELINE_FRACTIONS))
+    p.add_argument("--baseline-fractions", nargs="*", type=accuracy, default=list(DEFAULT_BASELINE_FRACTIONS),
+                   metavar="F", help="targets as fractions of the baseline's final exact accuracy "
+                                     f"(report.baseline_fractions; default: {fractions})")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,14 +98,14 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tables", help=f"tables {', '.join(TABLES)} as {'/'.join(TABLE_FORMATS)}")
     t.add_argument("--summary", type=Path, required=True, help="summary CSV from `collect`")
     t.add_argument("--runs", nargs="+", required=True, help=runs_help + " (for the per-difficulty table)")
-    t.add_argument("--baseline", default=DEFAULT_BASELINE,
-                   help=f"experiment that speedups and deltas are relative to (default: {DEFAULT_BASELINE})")
+    comparison_options(t)
     t.add_argument("--out-dir", type=Path, required=True, help="folder for {table}.{csv,md,tex}")
     t.set_defaults(fn=cmd_tables)
 
     f = sub.add_parser("figures", help=f"figures {', '.join(FIGURES)} as PNG and SVG")
     f.add_argument("--runs", nargs="+", required=True, help=runs_help)
-    f.add_argument("--out-dir", type=Path, required=True, help="folder for {figure}.{png,svg}")
+    comparison_options(f)
+    f.add_argument("--out-dir", type=Path, required=True, help="folder for {figure}.{png,svg,json}")
     f.set_defaults(fn=cmd_figures)
     return ap
 

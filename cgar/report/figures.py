@@ -7,61 +7,19 @@ spread stays visible without a distributional assumption.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
+import torch
 
-matplotlib.use("Agg")  # no display on the pipeline's machines
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from cgar.curriculum import effective_depth, hsw_scale_released, hsw_weights_paper  # noqa: E402
-from cgar.io_utils import atomic_write  # noqa: E402
-from cgar.report import FIGURE_FORMATS, FIGURES  # noqa: E402
-from cgar.report.collect import Run, eval_by_step, eval_halting_histogram, summary_frame  # noqa: E402
-from cgar.report.tables import Stat, experiments_in_order  # noqa: E402
-
-plt.rcParams.update({"svg.hashsalt": "cgar", "figure.dpi": 100, "savefig.dpi": 150, "axes.grid": True,
-                     "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
-LINESTYLES = ("-", "--", "-.", ":")  # overlapping schedules (baseline and hsw) stay distinguishable
-
-
-def by_exp(runs: list[Run]) -> dict[str, list[Run]]:
-    out: dict[str, list[Run]] = {}
-    for r in runs:
-        out.setdefault(r.exp, []).append(r)
-    return out
-
-
-def colors(exps: list[str]) -> dict[str, str]:
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    return {e: cycle[i % len(cycle)] for i, e in enumerate(exps)}
-
-
-def start(runs: list[Run], ncols: int, figsize: tuple[float, float]):
-    """Runs grouped by experiment, one color each, and a fresh figure: what every builder begins with."""
-    groups = by_exp(runs)
-    fig, axes = plt.subplots(1, ncols, figsize=figsize)
-    return groups, colors(list(groups)), fig, axes
-
-
-def save(fig, out_dir: Path, name: str) -> list[Path]:
-    """PNG and SVG, each rendered in memory and renamed into place (no half-written figure on a crash)."""
-    paths = []
-    for ext in FIGURE_FORMATS:
-        buf = io.BytesIO()
-        meta = {"Date": None} if ext == "svg" else {"Software": None}  # no timestamps: reruns give equal files
-        fig.savefig(buf, format=ext, bbox_inches="tight", metadata=meta)
-        path = out_dir / f"{name}.{ext}"
-        with atomic_write(path) as f:
-            f.write(buf.getvalue())
-        paths.append(path)
-    plt.close(fig)
-    return paths
-
+from cgar.curriculum import effective_depth, hsw_scale_released, hsw_weights_paper
+from cgar.report import DEFAULT_BASELINE, DEFAULT_BASELINE_FRACTIONS, FIGURES
+from cgar.report.analysis_figures import ANALYSIS_FIGURES
+from cgar.report.collect import Run, eval_by_step, eval_halting_histogram, summary_frame
+from cgar.report.plotting import LINESTYLES, colors, plt, provenance, save, start
+from cgar.report.tables import Stat, experiments_in_order
 
 def seed_mean(runs: list[Run], cols: list[str]) -> pd.DataFrame:
     """Mean over seeds of `cols` at each logged step (steps logged by only some seeds use those seeds)."""
@@ -210,10 +168,16 @@ def speed_accuracy(runs: list[Run]) -> plt.Figure:
     return fig
 
 
-def make_figures(runs: list[Run], out_dir: str | Path) -> list[Path]:
+def make_figures(runs: list[Run], out_dir: str | Path, baseline: str = DEFAULT_BASELINE,
+                 absolute_targets: tuple[float, ...] = (),
+                 baseline_fractions: tuple[float, ...] = DEFAULT_BASELINE_FRACTIONS) -> list[Path]:
+    """Every figure of FIGURES; the options reach the figures that use them (time-to-target) and every sidecar."""
     out_dir = Path(out_dir)
+    options = {"baseline": baseline, "targets": list(absolute_targets), "baseline_fractions": list(baseline_fractions)}
     builders = {name: (lambda rs, n=name: training_curves(rs, n)) for name in CURVE_AXES}
     builders.update(depth_schedule=depth_schedule, hsw_weights=hsw_weights, accuracy_by_step=accuracy_by_step,
                     halting_histogram=halting_histogram, speed_accuracy=speed_accuracy)
+    builders.update({name: (lambda rs, b=build: b(rs, **options)) for name, build in ANALYSIS_FIGURES.items()})
     assert set(builders) == set(FIGURES), "cgar.report.FIGURES and the builders here must agree"
-    return [p for name in FIGURES for p in save(builders[name](runs), out_dir, name)]
+    made_from = provenance(runs, options)
+    return [p for name in FIGURES for p in save(builders[name](runs), out_dir, name, made_from)]

@@ -136,7 +136,8 @@ class Table:
 
 
 _LABELS = {"experiment": "Experiment", "n_seeds": "Seeds", "pdc": "PDC", "hsw": "HSW",
-           "paper_acc": "Paper acc. (%)", "paper_speedup": "Paper speedup (×)"}
+           "paper_acc": "Paper acc. (%)", "paper_speedup": "Paper speedup (×)", "target": "Target",
+           "target_acc": "Target acc. (%)"}
 
 
 def experiments_in_order(summary: pd.DataFrame) -> list[str]:
@@ -175,7 +176,8 @@ def flops_unit(summary: pd.DataFrame) -> tuple[float, str]:
 def main_results(summary: pd.DataFrame, baseline: str) -> Table:
     scale, unit = flops_unit(summary)
     cols = [
-        column("exact_accuracy", "Exact acc. (%)", 100),
+        column("exact_accuracy", "Exact acc. final (%)", 100),  # eval.json: model.pt, the last step's EMA
+        column("best_exact_accuracy", "Exact acc. best-val (%)", 100),  # eval_best.json: model_best.pt
         column("token_accuracy", "Token acc. (%)", 100),  # shows learning where exact accuracy is still 0
         column("train_hours", "Train time (h)", 1, 3),
         vs_baseline(summary, baseline, "speedup", "train_hours", speedup, "Speedup (×)"),

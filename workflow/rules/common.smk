@@ -8,7 +8,8 @@ import yaml
 from snakemake.utils import validate
 
 from cgar.config import ConfigError, check_world_size, config_from_dict
-from cgar.report import FIGURES, TABLES
+from cgar.report import DEFAULT_BASELINE_FRACTIONS, TABLES
+from cgar.report import figure_files as report_figure_files
 from cgar.slurm_launch import (
     capped_runtime,
     geometry_from_resources,
@@ -184,12 +185,26 @@ def launcher(wildcards, resources, threads) -> str:
 EVAL_SHARDS = int(config["evaluate"].get("shards", 1))
 # Evaluation outputs (stem) -> the checkpoint in the run folder they evaluate. The sharded rules
 # (evaluate_shards.smk) serve every stem listed here: shard a second checkpoint by adding it.
-EVAL_CHECKPOINTS = {"eval": "model.pt"}
+EVAL_CHECKPOINTS = {
+    "eval": "model.pt",
+    "eval_best": "model_best.pt",  # the best-by-validation EMA snapshot (cgar.train)
+    "eval_act": "model.pt",
+}
+EVAL_MODES = {"eval_act": "act"}  # cgar.evaluate --mode; "full" for the others
+TRACE_INDEX = (
+    0  # the test puzzle python -m cgar.trace follows (the puzzle_trace figure)
+)
 EVAL_SHARD = f"{RUN}/eval_shards/{{stem}}.shard{{shard}}of{EVAL_SHARDS}"  # cgar.eval_shards.shard_stem
 
 
 def eval_checkpoint(wildcards) -> str:
     return f"results/runs/{wildcards.exp}/seed{wildcards.seed}/{EVAL_CHECKPOINTS[wildcards.stem]}"
+
+
+def eval_mode(wildcards, output) -> str:
+    """--mode of the evaluation that writes `output` (its stem: eval, eval_best, eval_act, or a shard of one)."""
+    stem = os.path.basename(output[0]).split(".")[0]
+    return EVAL_MODES.get(stem, "full")
 
 
 def eval_shard_tables(wildcards) -> list[str]:
@@ -254,6 +269,11 @@ def run_files(name: str) -> list[str]:
     return expand(f"{RUN}/{name}", exp=EXPERIMENTS, seed=SEEDS)
 
 
+def trace_files() -> list[str]:
+    """trace.json of each experiment's first seed (the puzzle_trace figure draws one run per experiment)."""
+    return expand(f"{RUN}/trace.json", exp=EXPERIMENTS, seed=SEEDS[:1])
+
+
 def table_files() -> list[str]:
     return expand(
         "results/tables/{table}.{ext}", table=TABLES, ext=("csv", "md", "tex")
@@ -261,7 +281,7 @@ def table_files() -> list[str]:
 
 
 def figure_files() -> list[str]:
-    return expand("results/figures/{figure}.{ext}", figure=FIGURES, ext=("png", "svg"))
+    return report_figure_files("results/figures")
 
 
 def labelled(files: list[str], shown_ext: str, category: str) -> list:
@@ -278,6 +298,16 @@ def labelled(files: list[str], shown_ext: str, category: str) -> list:
             )
         out.append(f)
     return out
+
+
+def report_targets() -> str:
+    """--targets / --baseline-fractions of `cgar.report tables` from report.targets / baseline_fractions."""
+    fractions = config["report"].get("baseline_fractions", DEFAULT_BASELINE_FRACTIONS)
+    targets = config["report"].get("targets", [])
+    return " ".join(
+        [f"--targets {' '.join(map(str, targets))}"] * bool(targets)
+        + [f"--baseline-fractions {' '.join(map(str, fractions))}"]
+    )
 
 
 def all_outputs() -> list[str]:

@@ -109,10 +109,11 @@ rule build_dataset:
         ),
         seed=config["data"]["build"]["seed"],
         difficulty=config["data"]["build"]["difficulty"],
+        val_size=config["data"]["build"]["val_size"],
     shell:
         "python -m cgar.data build --train {input.train} --test {input.test} --out {output} "
         "--subsample-size {params.subsample} --num-aug {params.num_aug} {params.min_difficulty} "
-        "--difficulty {params.difficulty} --seed {params.seed} --quiet > {log} 2>&1"
+        "--difficulty {params.difficulty} --seed {params.seed} --val-size {params.val_size} --quiet > {log} 2>&1"
 
 
 rule check_dataset:
@@ -130,6 +131,8 @@ rule check_dataset:
     resources:
         mem_mb=2000,
         runtime=60,
+    params:
+        val=(f"--val {DATASET}/val" if config["data"]["build"]["val_size"] > 0 else ""),
     shell:
         "NUMBA_NUM_THREADS={threads} python -m cgar.data check --train {input}/train --test {input}/test "
-        "--verify-manifest --summary {output} --quiet > {log} 2>&1"
+        "{params.val} --verify-manifest --summary {output} --quiet > {log} 2>&1"

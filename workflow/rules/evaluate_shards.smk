@@ -6,6 +6,8 @@
 if not CACHED and EVAL_SHARDS > 1:
 
     ruleorder: evaluate_merge > evaluate
+    ruleorder: evaluate_merge > evaluate_best
+    ruleorder: evaluate_merge > evaluate_act
 
     rule evaluate_shard:
         input:
@@ -33,9 +35,11 @@ if not CACHED and EVAL_SHARDS > 1:
             launcher=launcher,
             batch=config["evaluate"]["batch_size"],
             shard=shard_arg,
+            mode=eval_mode,
         shell:
             "{params.launcher} -m cgar.evaluate --checkpoint {input.model} --data {input.data} "
-            "--out-dir {params.out} --batch-size {params.batch} --shard {params.shard} > {log} 2>&1"
+            "--out-dir {params.out} --batch-size {params.batch} --stem {wildcards.stem} --mode {params.mode} "
+            "--shard {params.shard} > {log} 2>&1"
 
     rule evaluate_merge:
         input:

@@ -7,6 +7,8 @@ rule collect:
         metrics=run_files("metrics.jsonl"),
         flops=run_files("flops.json"),
         eval=run_files("eval.json"),
+        eval_best=run_files("eval_best.json"),
+        eval_act=run_files("eval_act.json"),
     output:
         "results/summary/runs.csv",
     log:
@@ -34,9 +36,10 @@ rule tables:
     params:
         runs=expand(RUN, exp=EXPERIMENTS, seed=SEEDS),
         baseline=config["report"]["baseline"],
+        targets=report_targets(),
     shell:
         "python -m cgar.report tables --summary {input.summary} --runs {params.runs} "
-        "--baseline {params.baseline} --out-dir results/tables > {log} 2>&1"
+        "--baseline {params.baseline} {params.targets} --out-dir results/tables > {log} 2>&1"
 
 
 rule figures_render:
@@ -44,6 +47,8 @@ rule figures_render:
         summary="results/summary/runs.csv",
         metrics=run_files("metrics.jsonl"),
         eval=run_files("eval.json"),
+        eval_act=run_files("eval_act.json"),
+        trace=trace_files(),
     output:
         labelled(figure_files(), "png", "Figures"),
     log:
@@ -53,8 +58,11 @@ rule figures_render:
         "../envs/cgar.yaml"
     params:
         runs=expand(RUN, exp=EXPERIMENTS, seed=SEEDS),
+        baseline=config["report"]["baseline"],
+        targets=report_targets(),
     shell:
-        "python -m cgar.report figures --runs {params.runs} --out-dir results/figures > {log} 2>&1"
+        "python -m cgar.report figures --runs {params.runs} --baseline {params.baseline} {params.targets} "
+        "--out-dir results/figures > {log} 2>&1"
 
 
 rule figures:

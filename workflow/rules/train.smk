@@ -32,6 +32,7 @@ if not CACHED:
             config=f"{RUN}/run.yaml",
         output:
             model=f"{RUN}/model.pt",
+            model_best=f"{RUN}/model_best.pt",  # best-by-val EMA snapshot (a copy of model.pt without val)
             metrics=f"{RUN}/metrics.jsonl",
             run_config=f"{RUN}/run_config.json",
         log:

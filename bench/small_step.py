@@ -1,0 +1,271 @@
+"""The small training step of `cgar.train` (the quick shape by default): where its time goes, and the plain step
+against the fast step side by side (issue 12, "Speed of the small step"). Run through `train_bench.py --small-step`.
+
+Both measure the real `Trainer.train_step` (DeepSpeed engine, AdamATan2, SignSGD, EMA, loss, data) on a small
+built dataset of generated kaggle-like puzzles in a temporary folder:
+- `profile_phases`: torch.profiler over a few steps, with a region around each phase of the step (the DeepSpeed
+  wrappers, the model's forward, autograd, the optimizers, EMA, data, ...). A region's *exclusive* time is its time
+  minus the regions inside it, so "DeepSpeed forward wrapper" is the engine's forward minus the model's forward.
+  The model's compute is split further by op kind (matmul, element-wise, copies and views).
+- `compare`: two Trainers of the same run, one with `fast_step=False` (the plain step) and one with the fast step,
+  alternating blocks of steps for several rounds so that load from other processes hits both alike; a dense matmul
+  probe runs in every round. Prints the median steps/s ratio and the achieved FLOP/s as a share of the probe.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from cgar.config import config_from_dict
+from cgar.data.build import BuildConfig, build_dataset
+from cgar.engine import compute_init
+from cgar.flops import step_flops
+from cgar.sudoku.generate import SourceMix, write_chunk
+from cgar.train import Trainer
+
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
+ELEMENTWISE_OPS = ("aten::mul", "aten::add", "aten::add_", "aten::silu", "aten::silu_backward", "aten::pow",
+                   "aten::rsqrt", "aten::mean", "aten::sum", "aten::div", "aten::div_", "aten::where", "aten::sub",
+                   "aten::neg", "aten::square", "aten::clamp", "aten::log", "aten::lerp_", "aten::atan2",
+                   "aten::sqrt", "aten::mul_", "aten::sign", "aten::argmax", "aten::eq", "aten::ne", "aten::lt",
+                   "aten::ge", "aten::reciprocal", "aten::fill_", "aten::zero_", "aten::gather", "aten::index_add_",
+                   "aten::binary_cross_entropy_with_logits", "aten::exp", "aten::sigmoid", "aten::isfinite",
+                   "aten::bitwise_and", "aten::bitwise_or", "aten::logical_and", "aten::embedding_dense_backward",
+                   "aten::scatter_add_", "aten::index_select", "aten::index")
+COPY_OPS = ("aten::copy_", "aten::cat", "aten::clone", "aten::contiguous", "aten::_to_copy", "aten::empty",
+            "aten::empty_strided", "aten::empty_like", "aten::zeros", "aten::zeros_like", "aten::constant_pad_nd",
+            "aten::stack", "aten::full", "aten::resize_")
+
+
+def quick_run_config(data_dir: Path, hidden: int, batch: int, T: int, n: int, sup: int) -> dict:
+    """config/quick.yaml's run_defaults at the given shape (checkpoints and logging as cgar.train does them)."""
+    return {"data_dir": str(data_dir),
+            "model": {"hidden_size": hidden, "mlp_t": True, "H_cycles": T, "L_cycles": n, "halt_max_steps": sup},
+            "train": {"global_batch_size": batch, "epochs": 48, "epochs_per_iter": 8, "optimizer": "adam_atan2",
+                      "lr": 1e-3, "lr_warmup_steps": 40, "weight_decay": 0.1, "puzzle_emb_lr": 1e-3,
+                      "puzzle_emb_weight_decay": 0.1, "ema_rate": 0.99, "checkpoint_every": 10**9, "log_every": 10,
+                      "device": "cpu", "seed": 0}}
+
+
+def make_dataset(root: Path, puzzles: int = 200, num_aug: int = 7) -> Path:
+    """A built dataset of generated kaggle-like puzzles (fast to generate; the step's cost does not depend on it)."""
+    easy = SourceMix(kaggle_like=1.0, unbiased_like=0.0, lowclue=0.0, hard=0.0)
+    write_chunk(root / "train.csv", seed=0, chunk=0, size=puzzles, mix=easy)
+    write_chunk(root / "test.csv", seed=0, chunk=1, size=8, mix=easy)
+    build_dataset(root / "train.csv", root / "test.csv", root / "ds", BuildConfig(subsample_size=None, num_aug=num_aug))
+    return root / "ds"
+
+
+class Setup:
+    """A temporary dataset and the process group; `trainer(fast)` builds a Trainer of the same run."""
+
+    def __init__(self, hidden: int, batch: int, T: int, n: int, sup: int):
+        self.tmp = Path(tempfile.mkdtemp(prefix="small_step_"))
+        self.cfg = config_from_dict(quick_run_config(make_dataset(self.tmp), hidden, batch, T, n, sup))
+        self.rt = compute_init("cpu")
+        self.count = 0
+
+    def trainer(self, fast: bool) -> Trainer:
+        self.count += 1
+        return Trainer(self.cfg, self.tmp / f"run{self.count}", self.rt, fast_step=fast)
+
+
+# ------------------------------------------------------------------------------------------------- the profile
+
+def _wrap(obj, name: str, label: str) -> None:
+    """Put a profiler region around obj.name (an instance attribute shadows the class's method)."""
+    from torch.profiler import record_function
+
+    inner = getattr(obj, name)
+
+    def wrapped(*args, **kwargs):
+        with record_function(label):
+            return inner(*args, **kwargs)
+
+    wrapped.__wrapped_label__ = label
+    _LABELS.add(label)
+    setattr(obj, name, wrapped)
+
+
+_LABELS: set[str] = {"data: next batch (numpy gather + collate)"}
+
+
+class _LabelledStream:
+    """The trainer's data stream with a profiler region around each batch (next() ignores instance attributes)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+    def __next__(self):
+        from torch.profiler import record_function
+
+        with record_function("data: next batch (numpy gather + collate)"):
+            return next(self.stream)
+
+
+def instrument(tr: Trainer) -> set[str]:
+    """Regions around every phase of `tr.train_step` (profiling only; the trainer stays usable); returns the
+    region labels. "step" is what train_step does outside the other regions (lr, depth, metric dict, host syncs)."""
+    import cgar.train as train_mod
+
+    _wrap(tr, "train_step", "step")
+    tr.stream = _LabelledStream(tr.stream)
+    _wrap(tr.engine, "forward", "DeepSpeed forward wrapper")
+    _wrap(tr.model, "forward", "model forward (refill, recursion, heads, halting)")
+    _wrap(tr.engine, "backward", "DeepSpeed backward wrapper")
+    _wrap(tr.engine, "allreduce_gradients", "DeepSpeed gradient all-reduce (1 rank)")
+    _wrap(tr.engine, "step", "DeepSpeed step wrapper")
+    _wrap(tr.engine.optimizer, "step", "AdamATan2")
+    _wrap(tr.engine, "zero_grad", "DeepSpeed zero_grad")
+    _wrap(tr.sign_sgd, "step", "SignSGD")
+    _wrap(tr.ema, "update", "EMA update")
+    for name, label in (("act_loss", "ACT loss (stablemax fp64 + BCE + metric sums)"),
+                        ("hsw_weight", "HSW weight"), ("step_flops", "FLOPs bookkeeping"),
+                        ("draw_min_halt_steps", "exploration draw")):
+        if not hasattr(getattr(train_mod, name), "__wrapped_label__"):  # module-level: wrap once per process
+            _wrap(train_mod, name, label)
+    if not hasattr(torch.autograd.backward, "__wrapped_label__"):
+        _wrap(torch.autograd, "backward", "autograd backward")
+    return set(_LABELS)
+
+
+def _op_kind(key: str) -> str:
+    if key in MATMUL_OPS:
+        return "matmul"
+    if key in ELEMENTWISE_OPS:
+        return "element-wise"
+    if key in COPY_OPS:
+        return "copies/allocation"
+    if key.startswith("aten::"):
+        return "views and other aten"
+    return "autograd nodes and other"
+
+
+def exclusive_times(events, labels: set[str]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Per region label: its time (us) outside the regions inside it; and within each region, that time split
+    into op kinds (self time of the ops that belong to it) plus 'Python and dispatch' (the rest)."""
+    excl: dict[str, float] = defaultdict(float)
+    kinds: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+
+    def enclosing(e) -> str | None:
+        p = e.cpu_parent
+        while p is not None and p.name not in labels:
+            p = p.cpu_parent
+        return None if p is None else p.name
+
+    for e in events:
+        if e.name in labels:
+            inner = sum(c.cpu_time_total for c in _region_children(e, labels))
+            excl[e.name] += e.cpu_time_total - inner
+        elif (r := enclosing(e)) is not None:
+            kinds[r][_op_kind(e.name)] += e.self_cpu_time_total
+    for r, k in kinds.items():
+        k["Python and dispatch"] = max(0.0, excl[r] - sum(k.values()))
+    return dict(excl), {r: dict(k) for r, k in kinds.items()}
+
+
+def _region_children(e, labels):
+    """The nearest labelled regions below e."""
+    out, stack = [], list(e.cpu_children)
+    while stack:
+        c = stack.pop()
+        if c.name in labels:
+            out.append(c)
+        else:
+            stack.extend(c.cpu_children)
+    return out
+
+
+def profile_phases(tr: Trainer, steps: int) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    labels = instrument(tr)
+    tr.train_step()  # the wrappers' first call outside the profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            tr.train_step()
+    events = prof.events()
+    excl, kinds = exclusive_times(events, labels)
+    total = sum(excl.values())
+    print(f"\n-- where one step's time goes (torch.profiler, {steps} steps, exclusive time per region, "
+          f"profiler overhead included; {total / steps / 1e3:.1f} ms per profiled step)")
+    print(f"  {'region':62s} {'share':>6s}   split of the region's own time")
+    for label, t in sorted(excl.items(), key=lambda kv: -kv[1]):
+        split = ", ".join(f"{k} {v / t:.0%}" for k, v in sorted(kinds.get(label, {}).items(), key=lambda kv: -kv[1])
+                          if t and v / t >= 0.01)
+        print(f"  {label[:62]:62s} {t / total:6.1%}   {split}")
+    n_ops = sum(1 for e in events if e.name.startswith("aten::") and e.cpu_parent is not None
+                and not e.cpu_parent.name.startswith("aten::"))
+    print(f"  top-level aten ops per step: {n_ops / steps:.0f}")
+
+
+# ------------------------------------------------------------------------------------------------- old vs new
+
+def _probe_flops_per_s(size: int = 1024, reps: int = 3) -> tuple[float, float]:
+    """(wall, CPU-time) FLOP/s of an fp32 square matmul on this process's threads."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(reps):
+        torch.mm(a, b)
+    wall, cpu = time.perf_counter() - t0, (time.process_time() - c0) / torch.get_num_threads()
+    return 2 * size**3 * reps / wall, 2 * size**3 * reps / cpu
+
+
+def _block(tr: Trainer, steps: int) -> tuple[float, float]:
+    """(wall, CPU-time / threads) seconds per step over `steps` steps."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        tr.train_step()
+    return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / torch.get_num_threads() / steps
+
+
+def compare(setup: Setup, rounds: int, steps: int, warmup: int = 3) -> None:
+    plain, fast = setup.trainer(False), setup.trainer(True)
+    for tr in (plain, fast):
+        for _ in range(warmup):
+            tr.train_step()
+    samples: dict[str, list[tuple[float, float]]] = {"plain": [], "fast": []}
+    probes = []
+    for r in range(rounds):  # alternate, and swap who goes first, so drifting load hits both alike
+        order = (("plain", plain), ("fast", fast)) if r % 2 == 0 else (("fast", fast), ("plain", plain))
+        probes.append(_probe_flops_per_s())
+        for name, tr in order:
+            samples[name].append(_block(tr, steps))
+    mcfg = setup.cfg.model
+    flops = step_flops(fast.mcfg, mcfg.H_cycles, mcfg.L_cycles, setup.cfg.train.global_batch_size)
+    print(f"\n-- plain step vs fast step, {rounds} rounds x {steps} steps each, alternating "
+          f"({flops / 1e9:.2f} GFLOP per step, fvcore)")
+    for view, i in (("wall time", 0), ("CPU time / threads", 1)):
+        per = {k: statistics.median(s[i] for s in v) for k, v in samples.items()}
+        ratios = [p[i] / f[i] for p, f in zip(samples["plain"], samples["fast"])]  # per round: same load
+        probe = statistics.median(p[i] for p in probes)
+        # the best block of each (and the best probe) is the least disturbed by other jobs: a second estimate
+        best = {k: min(s[i] for s in v) for k, v in samples.items()}
+        best_probe = max(p[i] for p in probes)
+        print(f"  [{view}] fast / plain steps/s: median of per-round ratios {statistics.median(ratios):.3f} "
+              f"(min {min(ratios):.3f}, max {max(ratios):.3f}), best blocks {best['plain'] / best['fast']:.3f}; "
+              f"achieved FLOP/s as a share of the fp32 matmul probe: medians plain {flops / per['plain'] / probe:.1%}"
+              f", fast {flops / per['fast'] / probe:.1%}; best plain {flops / best['plain'] / best_probe:.1%}, "
+              f"fast {flops / best['fast'] / best_probe:.1%}")
+
+
+def run(hidden: int, batch: int, T: int, n: int, sup: int, rounds: int, steps: int, profile_steps: int) -> None:
+    print(f"small step: hidden {hidden}, batch {batch}, T={T}, n={n}, {sup} supervision steps, mlp_t, "
+          f"{torch.get_num_threads()} thread(s), torch {torch.__version__}")
+    setup = Setup(hidden, batch, T, n, sup)
+    if rounds:
+        compare(setup, rounds, steps)
+    if profile_steps:
+        for fast in (False, True):
+            print(f"\n== the {'fast' if fast else 'plain'} step")
+            profile_phases(setup.trainer(fast), profile_steps)

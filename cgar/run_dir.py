@@ -117,10 +117,14 @@ def publish_final(out: str | os.PathLike) -> None:
             shutil.copyfileobj(fh, f)
 
 
+def remove_entries(folder: str | os.PathLike, names) -> None:
+    """Delete these files / folders of `folder` where they exist."""
+    for name in names:
+        path = Path(folder) / name
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def prune_checkpoints(out: str | os.PathLike) -> None:
     """Delete the resumable step checkpoints of a finished run (`ckpt/final/` and the tag stay)."""
     ckpt = Path(out) / "ckpt"
-    for p in ckpt.iterdir():
-        if p.name in (FINAL, TAG_FILE):
-            continue
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    remove_entries(ckpt, [p.name for p in ckpt.iterdir() if p.name not in (FINAL, TAG_FILE)])

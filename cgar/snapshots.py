@@ -76,13 +76,3 @@ def write_model_best(dest: Path, source: Path | dict, selected_on: str) -> dict:
     payload.update(selected_on=selected_on, selection_metric="exact_accuracy" if selected_on == "val" else None)
     save_payload(dest, payload)
     return payload
-
-
-def remove_run_outputs(out: Path, names: tuple[str, ...]) -> None:
-    """Delete these files / folders of a run folder (a fresh run starting where an earlier one published)."""
-    for name in names:
-        path = Path(out) / name
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)

@@ -48,7 +48,7 @@ from cgar.losses import act_loss, reduce_metrics
 from cgar.model import TRM, Carry, draw_min_halt_steps
 from cgar.optim import EMA, SignSGD, lr_at, make_optimizer, set_lr
 from cgar.schedule import depth_for, model_config, step_flops, step_flops_fwd_effective, total_steps  # noqa: F401
-from cgar.snapshots import remove_run_outputs, write_model_best
+from cgar.snapshots import write_model_best
 from cgar.grad_stats import GradStats
 from cgar.run_logs import TensorBoard
 from cgar.train_eval import TrainingEvals
@@ -230,7 +230,7 @@ class Trainer:
         resumed = self.resume()
         if self.rt.is_main:
             if not resumed:  # a fresh run: what an earlier run in this folder published must not look like ours
-                remove_run_outputs(self.out, OPTIONAL_OUTPUTS)
+                run_dir.remove_entries(self.out, OPTIONAL_OUTPUTS)
             if tc.tensorboard:
                 self.tb = TensorBoard(self.out / "tensorboard")
             keep = []

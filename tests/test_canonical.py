@@ -4,11 +4,12 @@ from itertools import permutations, product
 
 import numba
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cgar.sudoku.canonical import canonical_form, canonical_forms, canonical_keys, group_ids, pack_grids
-from cgar.sudoku.grid import num_givens, valid_solutions
+from cgar.sudoku.grid import SUDOKU_4, SUDOKU_6, num_givens, valid_solutions
 from cgar.sudoku.symmetry import apply_symmetries, random_symmetries
 from tests.conftest import pattern_grid, random_pairs
 
@@ -167,3 +168,127 @@ def test_keys_and_group_ids():
     want = [expected.setdefault(g.tobytes(), len(expected)) for g in grids]
     np.testing.assert_array_equal(group_ids(keys), want)
     assert len(group_ids(np.zeros((0, 5), dtype=np.uint64))) == 0
+
+
+# ---- small shapes (6x6 with 2x3 boxes, 4x4): the same properties, and exactness against an enumeration.
+
+SMALL = pytest.mark.parametrize("shape", [SUDOKU_6, SUDOKU_4], ids=["6x6", "4x4"])
+
+
+def band_perms(n: int, size: int) -> np.ndarray:
+    """Every permutation of n lines that keeps blocks of `size` together, by filtering all n! (written
+    independently of the module's construction)."""
+    return np.array([p for p in permutations(range(n))
+                     if all(len({p[b + i] // size for i in range(size)}) == 1 for b in range(0, n, size))])
+
+
+def cell_group(shape) -> np.ndarray:
+    """int64[G, cells]: every cell permutation of the shape's group (source cell of each target cell)."""
+    n = shape.n
+    rows, cols = band_perms(n, shape.box_rows), band_perms(n, shape.box_cols)
+    src = rows[:, None, :, None] * n + cols[None, :, None, :]  # [R, C, n, n]
+    src = src.reshape(-1, n * n)
+    if shape.transposable:
+        r, c = np.divmod(src, n)
+        src = np.concatenate([src, c * n + r])
+    return src
+
+
+def brute_force_small(puzzle: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """The definition, vectorised over all cell permutations: smallest (pattern, first-appearance digits)."""
+    q = puzzle[group].astype(np.int64)  # [G, cells]
+    n = int(np.sqrt(q.shape[1]))
+    present = q[:, None, :] == np.arange(1, n + 1)[None, :, None]  # [G, n digits, cells]
+    first = np.where(present.any(axis=2), present.argmax(axis=2), q.shape[1])  # first cell of each digit
+    label = np.zeros((len(q), n + 1), dtype=np.int64)
+    label[:, 1:] = np.argsort(np.argsort(first, axis=1, kind="stable"), axis=1) + 1  # absent digits never used
+    relabelled = np.take_along_axis(label, q, axis=1)
+    keys = np.concatenate([q > 0, relabelled], axis=1)
+    return relabelled[np.lexsort(keys.T[::-1])[0]].astype(np.uint8)
+
+
+def small_cases(shape, seed: int) -> np.ndarray:
+    """Random puzzles of every density, plus the all-tie extremes: empty, one given, complete."""
+    rng = np.random.default_rng(seed)
+    sols = apply_symmetries(np.tile(pattern_grid(shape), (40, 1)), random_symmetries(rng, 40, shape))
+    for i, g in enumerate(sols):
+        g[rng.random(shape.cells) < i / 40] = 0
+    one = np.zeros(shape.cells, dtype=np.uint8)
+    one[7] = 3
+    return np.concatenate([sols, np.zeros((1, shape.cells), dtype=np.uint8), one[None]])
+
+
+@SMALL
+def test_small_matches_brute_force(shape):
+    group = cell_group(shape)
+    assert len(group) == {36: 3456, 16: 128}[shape.cells] == len(np.unique(group, axis=0))
+    cases = small_cases(shape, seed=51)
+    forms = canonical_forms(cases)
+    for puzzle, form in zip(cases, forms):
+        np.testing.assert_array_equal(form, brute_force_small(puzzle, group))
+        np.testing.assert_array_equal(canonical_form(puzzle), form)
+
+
+def test_4x4_exact_over_whole_orbits():
+    """4x4 has 3072 elements: enumerate them. Every image of a puzzle has its form, and two puzzles share a form
+    iff one is in the other's orbit (classes by canonical key == classes by the orbit's smallest image)."""
+    group = cell_group(SUDOKU_4)
+    digit_maps = np.array([(0, *p) for p in permutations(range(1, 5))], dtype=np.uint8)  # [24, 5]
+    rng = np.random.default_rng(52)
+    base = pattern_grid(SUDOKU_4)
+    puzzles = []
+    for _ in range(60):  # few givens from one solution grid: many equivalent pairs and many inequivalent ones
+        g = base.copy()
+        g[rng.random(16) < 0.7] = 0
+        puzzles.append(g)
+    puzzles = np.stack(puzzles)
+    orbit_min = []
+    for i, p in enumerate(puzzles):
+        orbit = digit_maps[:, None, :][:, :, p[group]].reshape(-1, 16)  # digit map of each cell image: [3072, 16]
+        if i < 8:
+            assert (canonical_forms(orbit) == canonical_form(p)).all()
+        orbit_min.append(orbit[np.lexsort(orbit.T[::-1])[0]])
+    by_orbit = group_ids(pack_grids(np.stack(orbit_min)))
+    by_form = group_ids(canonical_keys(puzzles))
+    np.testing.assert_array_equal(by_form, by_orbit)
+    assert 5 < by_form.max() + 1 < 55  # the fixture has both equivalent and inequivalent pairs
+
+
+@SMALL
+def test_small_invariance_idempotence_and_group_image(shape):
+    puzzles, solutions = random_pairs(300, seed=53, shape=shape)
+    forms = canonical_forms(puzzles)
+    images = apply_symmetries(puzzles, random_symmetries(np.random.default_rng(54), len(puzzles), shape))
+    np.testing.assert_array_equal(canonical_forms(images), forms)
+    np.testing.assert_array_equal(canonical_forms(forms), forms)
+    np.testing.assert_array_equal(num_givens(forms), num_givens(puzzles))
+    def count(g):  # digit relabelling keeps the multiset of per-digit counts
+        return np.sort(np.stack([(g == d).sum(axis=1) for d in range(1, shape.n + 1)], axis=1), axis=1)
+
+    np.testing.assert_array_equal(count(forms), count(puzzles))
+    # a form is a group image: some cell permutation of the puzzle has the form's pattern, and the form is a
+    # relabelling (first appearance: digit k first shows up before digit k + 1)
+    group = cell_group(shape)
+    for p, f in zip(puzzles[:20], forms[:20]):
+        assert ((p[group] > 0) == (f > 0)).all(axis=1).any()
+        firsts = [np.flatnonzero(f == d)[0] for d in range(1, f.max() + 1)]
+        assert firsts == sorted(firsts)
+    sol_forms = canonical_forms(solutions[:5])
+    assert valid_solutions(sol_forms).all() and (sol_forms[0] == sol_forms).all()
+
+
+@SMALL
+def test_small_keys_equal_iff_forms_equal(shape):
+    puzzles, _ = random_pairs(100, seed=55, shape=shape)
+    copies = apply_symmetries(puzzles[:20], random_symmetries(np.random.default_rng(56), 20, shape))
+    pool = np.concatenate([puzzles, copies])
+    keys = canonical_keys(pool)
+    assert keys.shape == (120, 5) and keys.dtype == np.uint64
+    group = cell_group(shape)
+    brute = np.stack([brute_force_small(p, group) for p in pool])
+    np.testing.assert_array_equal(group_ids(keys), group_ids(pack_grids(brute)))
+    np.testing.assert_array_equal(group_ids(keys)[100:], group_ids(keys)[:20])
+    # a small grid's key is that of its cells followed by zeros up to 81 cells
+    padded = np.zeros((120, 81), dtype=np.uint8)
+    padded[:, : shape.cells] = brute
+    np.testing.assert_array_equal(keys, pack_grids(padded))

@@ -5,10 +5,12 @@ import pytest
 
 from cgar.sudoku.canonical import canonical_forms
 from cgar.sudoku.generate import SourceMix, generate_chunk
-from cgar.sudoku.grid import parse_grid
+from cgar.sudoku import rating
+from cgar.sudoku.grid import SUDOKU_4, SUDOKU_6, parse_grid
 from cgar.sudoku.rating import class_copies, class_ratings, spearman
 from cgar.sudoku.solver import count_solutions, rate_batch
 from cgar.sudoku.symmetry import apply_symmetries, random_symmetries
+from tests.conftest import random_pairs
 
 # Arto Inkala's 2012 "hardest Sudoku" (unique; single copies rate from a few to ~100 guesses on our rater) and a
 # generated random minimal puzzle.
@@ -58,3 +60,23 @@ def test_spearman_hand_computed():
     # ties get average ranks: x ranks 1.5,1.5,3 / y ranks 1,2,3 -> r = 0.866...
     assert spearman([5, 5, 7], [1, 2, 3]) == pytest.approx(np.sqrt(3) / 2)
     assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+@pytest.mark.parametrize("shape", [SUDOKU_6, SUDOKU_4], ids=["6x6", "4x4"])
+def test_small_shape_class_copies_are_drawn_from_the_shapes_group(shape, monkeypatch):
+    puzzles, _ = random_pairs(6, seed=61, shape=shape)
+    images = apply_symmetries(puzzles, random_symmetries(np.random.default_rng(62), 6, shape))
+    copies = class_copies(puzzles, k=7)
+    assert copies.shape == (6, 7, shape.cells)
+    np.testing.assert_array_equal(class_copies(images, k=7), copies)  # a property of the class
+    forms = canonical_forms(puzzles)
+    for i in range(6):
+        assert (canonical_forms(copies[i]) == forms[i]).all()  # every copy is a member of the class
+    # The solver is 9x9-only until the shape-generic one lands: a stub rater (the number of givens in the
+    # first row, which varies across copies) checks the reshaping and the mean/sd around it.
+    monkeypatch.setattr(rating, "rate_batch", lambda g, parallel=False: (g[:, : shape.n] > 0).sum(axis=1))
+    mean, sd = class_ratings(puzzles, k=7)
+    r = (copies[:, :, : shape.n] > 0).sum(axis=2)
+    np.testing.assert_array_equal(mean, r.mean(axis=1))
+    np.testing.assert_array_equal(sd, r.std(axis=1))
+    assert class_ratings(np.zeros((0, shape.cells), dtype=np.uint8), k=3)[0].shape == (0,)

@@ -23,6 +23,9 @@ Algorithm (pattern first, then digits):
 States are packed into one int64 (column perm as its 4 factors: 12 bits, t: 1 bit, source rows: 4 bits each) in
 buffers that double when full: counts range from a few hundred (typical puzzles) to 3.4M (everything ties, as
 in a complete grid, which therefore takes ~0.3 s; typical puzzles take ~15-30 us).
+
+The small shapes (6x6, 4x4) have the same definition over their own, much smaller, groups; canonical_small.py
+scans all of their cell permutations. The public functions tell the shape from the width and dispatch.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ import numba
 import numpy as np
 from tqdm import tqdm
 
-from cgar.sudoku.grid import N_CELLS
+from cgar.sudoku.canonical_small import canonical_forms_small
+from cgar.sudoku.grid import N_CELLS, SUDOKU_9, shape_of
+from cgar.sudoku.symmetry import grid_width
 
 # ---------------------------------------------------------------------------------------------------------
 # Tables over the 1296 column permutations (stack perm x a perm inside each stack), built once at import.
@@ -242,9 +247,17 @@ def _tables():
     return MIN_PM, ARGMIN_START, ARGMIN_CODES, P3, T3, COL_PERMS
 
 
+def _as_batch(puzzles: np.ndarray) -> np.ndarray:
+    """C-contiguous uint8[N, cells] of one grid or a batch; the width must be a shape's (81, 36, 16)."""
+    cells = shape_of(grid_width(puzzles)).cells
+    return np.ascontiguousarray(puzzles, dtype=np.uint8).reshape(-1, cells)
+
+
 def canonical_form(puzzle: np.ndarray) -> np.ndarray:
-    """uint8[81] (0 = blank) -> its canonical form uint8[81]: digits relabelled 1..9, blanks 0."""
-    p = np.ascontiguousarray(puzzle, dtype=np.uint8).reshape(N_CELLS)
+    """uint8[cells] (0 = blank; 81, 36 or 16 cells) -> its canonical form: digits relabelled 1..n, blanks 0."""
+    p = _as_batch(puzzle)[0]
+    if len(p) != N_CELLS:
+        return canonical_forms_small(p[None], shape_of(len(p)))[0]
     out = np.empty(N_CELLS, dtype=np.uint8)
     _canonical_one(p, out, *_tables())
     return out
@@ -264,20 +277,25 @@ def map_batches(items, out: np.ndarray, fn, progress: bool, desc: str = "canonic
 
 
 def _canonical_chunk(puzzles: np.ndarray) -> np.ndarray:
+    shape = shape_of(puzzles.shape[1])
+    if shape is not SUDOKU_9:
+        return canonical_forms_small(puzzles, shape)
     out = np.empty_like(puzzles)
     _canonical_batch(puzzles, out, *_tables())
     return out
 
 
 def canonical_forms(puzzles: np.ndarray, progress: bool = False) -> np.ndarray:
-    """uint8[N, 81] -> uint8[N, 81] canonical forms (parallel over puzzles, deterministic)."""
-    p = np.ascontiguousarray(puzzles, dtype=np.uint8).reshape(-1, N_CELLS)
+    """uint8[N, cells] -> uint8[N, cells] canonical forms (parallel over puzzles, deterministic)."""
+    p = _as_batch(puzzles)
     return map_batches(p, np.empty_like(p), _canonical_chunk, progress)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Compact exact keys: 81 cells (values 0..9) as a base-10 number in 5 words of 17 digits (10**17 < 2**64),
-# 40 bytes per puzzle instead of 81, and sortable/groupable with numpy for millions of rows.
+# 40 bytes per puzzle instead of 81, and sortable/groupable with numpy for millions of rows. A smaller grid is
+# packed as its cells followed by zeros up to 81: the same dtype and width for every shape, so the split code
+# is shape-blind (keys of different shapes are never compared: a pool has one shape).
 
 KEY_WORDS = 5
 _DIGITS_PER_WORD = 17
@@ -285,17 +303,18 @@ _DIGITS_PER_WORD = 17
 
 @numba.njit(cache=True)
 def _pack_kernel(grids, out):
+    cells = grids.shape[1]
     for i in range(grids.shape[0]):
         for w in range(KEY_WORDS):
             v = np.uint64(0)
             for j in range(w * _DIGITS_PER_WORD, min((w + 1) * _DIGITS_PER_WORD, N_CELLS)):
-                v = v * np.uint64(10) + np.uint64(grids[i, j])
+                v = v * np.uint64(10) + (np.uint64(grids[i, j]) if j < cells else np.uint64(0))
             out[i, w] = v
 
 
 def pack_grids(grids: np.ndarray) -> np.ndarray:
-    """uint8[N, 81] (values 0..9) -> uint64[N, 5], injective: equal keys iff equal grids."""
-    g = np.ascontiguousarray(grids, dtype=np.uint8).reshape(-1, N_CELLS)
+    """uint8[N, cells] (values 0..9) -> uint64[N, 5], injective within a shape: equal keys iff equal grids."""
+    g = _as_batch(grids)
     out = np.empty((len(g), KEY_WORDS), dtype=np.uint64)
     _pack_kernel(g, out)
     return out
@@ -306,7 +325,7 @@ def canonical_keys(puzzles: np.ndarray, progress: bool = False) -> np.ndarray:
 
     Packed batch by batch, so only the 40-byte keys of all N puzzles are held at once.
     """
-    p = np.ascontiguousarray(puzzles, dtype=np.uint8).reshape(-1, N_CELLS)
+    p = _as_batch(puzzles)
     out = np.empty((len(p), KEY_WORDS), dtype=np.uint64)
     return map_batches(p, out, lambda batch: pack_grids(_canonical_chunk(batch)), progress)
 

@@ -10,6 +10,7 @@ bytes of c (and k). Two symmetric copies of a puzzle have the same canonical for
 strings: their class ratings are identical by construction, not just close. The copies are uniform over the
 group, so the mean estimates the puzzle's expected single-copy rating, with a standard error of sd / sqrt(k).
 Cost: one canonical form (~15-30 us) plus k ratings (each ~0.03 ms on hard puzzles) per puzzle.
+Any shape (9x9, 6x6, 4x4, told by the width): the copies are drawn from the input shape's group.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 
 from cgar.sudoku.canonical import canonical_forms
-from cgar.sudoku.grid import N_CELLS
+from cgar.sudoku.grid import SUDOKU_9, parse_grid, shape_of
 from cgar.sudoku.solver import as_puzzles, rate_batch
-from cgar.sudoku.symmetry import apply_symmetries, random_symmetries
+from cgar.sudoku.symmetry import apply_symmetries, grid_width, random_symmetries
 
 DEFAULT_CLASS_COPIES = 16
 CLASS_COLUMNS = ("class_rating", "class_rating_sd")  # the CSV columns written next to `rating`
@@ -27,26 +28,41 @@ _SEED_TAG = 0xC1A55  # separates these streams from any other use of the canonic
 
 
 def copy_seed(canonical: np.ndarray, k: int) -> np.random.SeedSequence:
-    """The seed of a class's copies: a function of the canonical form's 81 cells and k only."""
+    """The seed of a class's copies: a function of the canonical form's cells and k only."""
     return np.random.SeedSequence([_SEED_TAG, int(k), *np.asarray(canonical, dtype=np.uint32).tolist()])
 
 
+def _as_grids(puzzles) -> np.ndarray:
+    """uint8[N, cells] of any shape. 9x9 input goes through `solver.as_puzzles` (its checks and messages);
+    the solver's converter only takes 9x9 for now, so the small shapes are converted here."""
+    if isinstance(puzzles, str):
+        puzzles = parse_grid(puzzles)
+    shape = shape_of(grid_width(puzzles))
+    if shape is SUDOKU_9:
+        return as_puzzles(np.asarray(puzzles).reshape(-1, shape.cells))
+    a = np.asarray(puzzles).reshape(-1, shape.cells)
+    if a.size and (a.min() < 0 or a.max() > shape.n):
+        raise ValueError(f"{shape.name} puzzle values must be 0 (blank) or 1..{shape.n}")
+    return np.ascontiguousarray(a, dtype=np.uint8)
+
+
 def class_copies(puzzles, k: int = DEFAULT_CLASS_COPIES) -> np.ndarray:
-    """uint8[N, k, 81]: the k symmetric copies each puzzle's class rating is measured on."""
+    """uint8[N, k, cells]: the k symmetric copies each puzzle's class rating is measured on."""
     if int(k) < 1:
         raise ValueError(f"class rating copies k must be >= 1, got {k}")
-    canon = canonical_forms(as_puzzles(puzzles))
-    out = np.empty((len(canon), k, N_CELLS), dtype=np.uint8)
+    canon = canonical_forms(_as_grids(puzzles))
+    shape = shape_of(canon.shape[1])
+    out = np.empty((len(canon), k, shape.cells), dtype=np.uint8)
     for i, c in enumerate(canon):
-        sym = random_symmetries(np.random.default_rng(copy_seed(c, k)), k)
-        out[i] = apply_symmetries(np.broadcast_to(c, (k, N_CELLS)), sym)
+        sym = random_symmetries(np.random.default_rng(copy_seed(c, k)), k, shape)
+        out[i] = apply_symmetries(np.broadcast_to(c, (k, shape.cells)), sym)
     return out
 
 
 def class_copy_ratings(puzzles, k: int = DEFAULT_CLASS_COPIES, parallel: bool = False) -> np.ndarray:
     """int32[N, k]: the rating of each of the k class copies (`class_copies`) of each puzzle."""
     copies = class_copies(puzzles, k)
-    return rate_batch(copies.reshape(-1, N_CELLS), parallel=parallel).reshape(len(copies), k)
+    return rate_batch(copies.reshape(-1, copies.shape[2]), parallel=parallel).reshape(len(copies), k)
 
 
 def class_ratings(puzzles, k: int = DEFAULT_CLASS_COPIES, parallel: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -130,7 +130,8 @@ class MatmulProbe:
 def gemm_shapes(cfg: TRMConfig, batch: int) -> list[tuple[str, tuple[int, ...], tuple[int, int], bool]]:
     """The forward linears of one block: (name, input shape, weight shape, input is the transposed view)."""
     L, D = cfg.total_len, cfg.hidden_size
-    inner, inner_t = swiglu_inner(D, cfg.expansion), swiglu_inner(L, cfg.expansion)
+    inner = swiglu_inner(D, cfg.expansion, cfg.ffn_multiple)
+    inner_t = swiglu_inner(L, cfg.expansion, cfg.ffn_multiple)
     return [("token gate_up  [B*512, 97] x [97, 1024]", (batch, L, D), (2 * inner_t, L), True),
             ("token down     [B*512, 512] x [512, 97]", (batch, D, inner_t), (L, inner_t), False),
             ("channel gate_up [B*97, 512] x [512, 3072]", (batch, L, D), (2 * inner, D), False),

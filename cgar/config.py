@@ -28,6 +28,7 @@ class ConfigError(ValueError):
 class ModelSection:
     hidden_size: int = 512
     expansion: float = 4.0
+    ffn_multiple: int = 256  # SwiGLU widths round up to a multiple of this (TRM: 256)
     num_heads: int = 8
     n_layers: int = 2
     mlp_t: bool = True  # token-mixing MLP (TRM's 87.4% Sudoku config); False = attention + RoPE
@@ -97,7 +98,7 @@ class RunConfig:
     def __post_init__(self):
         m, t = self.model, self.train
         for key in ("hidden_size", "num_heads", "n_layers", "H_cycles", "L_cycles", "halt_max_steps",
-                    "puzzle_emb_len"):
+                    "puzzle_emb_len", "ffn_multiple"):
             _check(getattr(m, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(m, key)}")
         _check(m.hidden_size % m.num_heads == 0, "model.hidden_size",
                f"{m.hidden_size} is not divisible by model.num_heads ({m.num_heads})")

@@ -36,6 +36,7 @@ class TRMConfig:
     num_puzzle_identifiers: int = 1  # Sudoku: one shared puzzle embedding
     hidden_size: int = 512
     expansion: float = 4.0
+    ffn_multiple: int = 256  # SwiGLU widths round up to this (TRM: 256; the laptop model: 64, see swiglu_inner)
     num_heads: int = 8  # attention variant only
     n_layers: int = 2  # blocks in `net`
     mlp_t: bool = True  # token-mixing MLP (87.4% config); False = attention + RoPE (74.7%)
@@ -90,17 +91,21 @@ def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     return (h * torch.rsqrt(h.square().mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
-def swiglu_inner(dim: int, expansion: float) -> int:
-    """TRM's SwiGLU width: round(expansion * dim * 2/3) rounded up to a multiple of 256 (512 -> 1536, 97 -> 512)."""
-    return -(-round(expansion * dim * 2 / 3) // 256) * 256
+def swiglu_inner(dim: int, expansion: float, multiple: int = 256) -> int:
+    """TRM's SwiGLU width: round(expansion * dim * 2/3) rounded up to a multiple of 256 (512 -> 1536, 97 -> 512).
+
+    `multiple` (model.ffn_multiple) is 256 in TRM. At hidden 64 that pads the channel MLP from 171 to 256 and the
+    token MLP of a 6x6 grid (37 positions) from 99 to 256, so a small model spends most of its FLOPs on padding;
+    the laptop config rounds to 64 instead (192 and 128)."""
+    return -(-round(expansion * dim * 2 / 3) // multiple) * multiple
 
 
 class SwiGLU(nn.Module):
     """down(silu(gate) * up), inner width `swiglu_inner(dim, expansion)`."""
 
-    def __init__(self, dim: int, expansion: float):
+    def __init__(self, dim: int, expansion: float, multiple: int = 256):
         super().__init__()
-        inner = swiglu_inner(dim, expansion)
+        inner = swiglu_inner(dim, expansion, multiple)
         self.gate_up = Linear(dim, 2 * inner)  # fused gate and up projections
         self.down = Linear(inner, dim)
 
@@ -154,10 +159,10 @@ class Block(nn.Module):
         super().__init__()
         self.eps = cfg.rms_norm_eps
         if cfg.mlp_t:
-            self.token_mlp = SwiGLU(cfg.total_len, cfg.expansion)  # mixes the 97 positions
+            self.token_mlp = SwiGLU(cfg.total_len, cfg.expansion, cfg.ffn_multiple)  # mixes the 97 positions
         else:
             self.attn = Attention(cfg.hidden_size, cfg.num_heads)
-        self.mlp = SwiGLU(cfg.hidden_size, cfg.expansion)
+        self.mlp = SwiGLU(cfg.hidden_size, cfg.expansion, cfg.ffn_multiple)
 
     def forward(self, x: torch.Tensor, rope: Rotary | None) -> torch.Tensor:
         # x: [B, L=97, D]

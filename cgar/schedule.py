@@ -44,10 +44,10 @@ def depth_for(cfg: RunConfig, step: int, total: int) -> tuple[int, int, int]:
 def net_macs(cfg: TRMConfig) -> int:
     """Multiply-adds of the matmuls of one `net` application for one sample (97 positions)."""
     L, D = cfg.total_len, cfg.hidden_size
-    inner = swiglu_inner(D, cfg.expansion)
+    inner = swiglu_inner(D, cfg.expansion, cfg.ffn_multiple)
     channel_mlp = L * (D * 2 * inner + inner * D)
     if cfg.mlp_t:
-        inner_t = swiglu_inner(L, cfg.expansion)
+        inner_t = swiglu_inner(L, cfg.expansion, cfg.ffn_multiple)
         mixing = D * (L * 2 * inner_t + inner_t * L)  # the sequence-axis SwiGLU, once per channel
     else:
         mixing = L * D * 3 * D + 2 * L * L * D + L * D * D  # qkv, QK^T + AV (all heads), o_proj

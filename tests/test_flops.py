@@ -110,7 +110,7 @@ def test_grad_free_input_drops_exactly_the_first_input_gradient():
     token-mixing gate_up) needs no input-gradient, and torch's count is lower by exactly 2 x its MACs."""
     cfg, T, n, B = small_cfg(True), 2, 3, 2
     ours = count_forward(cfg, T, n, B)["matmul_flops"] + 2 * count_forward(cfg, 1, n, B)["matmul_flops"]
-    first_linear_macs = B * cfg.hidden_size * cfg.total_len * 2 * swiglu_inner(cfg.total_len, cfg.expansion)
+    first_linear_macs = B * cfg.hidden_size * cfg.total_len * 2 * swiglu_inner(cfg.total_len, cfg.expansion, cfg.ffn_multiple)
     assert _measured_fwd_bwd(cfg, T, n, B, grad_free_input=True) == ours - 2 * first_linear_macs
 
 

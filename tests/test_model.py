@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cgar.losses import act_loss
-from cgar.model import TRM, Carry, TRMConfig, draw_min_halt_steps, halting, refill, trunc_normal_
+from cgar.model import TRM, Carry, TRMConfig, draw_min_halt_steps, halting, refill, swiglu_inner, trunc_normal_
 from cgar.optim import AdamATan2, SignSGD
 
 TINY = dict(hidden_size=32, num_heads=4)
@@ -41,6 +41,16 @@ def test_swiglu_widths_and_no_biases():
     assert [n for n, _ in model.named_parameters() if n.endswith("bias")] == ["q_head.bias"]
     attn = TRM(TRMConfig(mlp_t=False)).blocks[0].attn
     assert attn.qkv.weight.shape == (1536, 512) and attn.o_proj.weight.shape == (512, 512)
+
+
+def test_ffn_multiple_rounds_small_widths_less():
+    """The laptop model (hidden 64, 6x6 grid: 36 cells + 1 prefix position) with ffn_multiple 64: channel MLP
+    round(4 * 64 * 2/3) = 171 -> 192 (TRM's 256-rounding: 256), token MLP round(4 * 37 * 2/3) = 99 -> 128."""
+    cfg = TRMConfig(hidden_size=64, seq_len=36, vocab_size=8, puzzle_emb_len=1, ffn_multiple=64)
+    block = TRM(cfg).blocks[0]
+    assert block.mlp.gate_up.weight.shape == (2 * 192, 64) and block.mlp.down.weight.shape == (64, 192)
+    assert block.token_mlp.gate_up.weight.shape == (2 * 128, 37) and block.token_mlp.down.weight.shape == (37, 128)
+    assert swiglu_inner(64, 4.0) == 256 and swiglu_inner(512, 4.0, 64) == 1408  # 1365 -> 1408
 
 
 def test_trunc_normal_has_requested_std_and_jax_bounds():

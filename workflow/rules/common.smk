@@ -239,6 +239,28 @@ def chunk_size(wildcards) -> int:
     return min(int(g["chunk_size"]), pool - k * int(g["chunk_size"]))
 
 
+def grid_name() -> str:
+    """data.generate.grid: 9x9 (the paper) or the small 6x6 / 4x4 grids of the laptop setting."""
+    return config["data"]["generate"].get("grid", "9x9")
+
+
+def _check_grid() -> None:
+    """The hill-climbed sources exist for 9x9 only (small grids barely need guessing) and the real
+    Sudoku-Extreme files are 9x9: refuse the combinations at DAG build, naming the key."""
+    grid = grid_name()
+    if grid == "9x9" or config["data"]["source"] != "generate":
+        return
+    for source in ("hard", "extreme"):
+        if config["data"]["generate"]["mix"][source] > 0:
+            raise WorkflowError(
+                f"config: data.generate.mix.{source}: the hill-climbed sources are 9x9 only, but "
+                f"data.generate.grid is {grid}; give their share to kaggle_like / unbiased_like / lowclue"
+            )
+
+
+_check_grid()
+
+
 def mix_arg() -> str:
     return ",".join(
         f"{k}={v}" for k, v in sorted(config["data"]["generate"]["mix"].items())

@@ -23,8 +23,10 @@ if config["data"]["source"] == "generate":
             hard_threshold=config["data"]["generate"]["hard_threshold"],
             extreme_threshold=config["data"]["generate"]["extreme_threshold"],
             class_copies=config["data"]["class_copies"],
+            grid=grid_name(),
         shell:
-            "NUMBA_NUM_THREADS=1 python -m cgar.data generate --seed {params.seed} --chunk {wildcards.chunk} "
+            "NUMBA_NUM_THREADS=1 python -m cgar.data generate --grid {params.grid} --seed {params.seed} "
+            "--chunk {wildcards.chunk} "
             "--size {params.size} --mix {params.mix} --hard-threshold {params.hard_threshold} "
             "--extreme-threshold {params.extreme_threshold} --class-copies {params.class_copies} "
             "--out {output.csv} --summary {output.stats} --quiet > {log} 2>&1"

@@ -107,7 +107,7 @@ def test_mixed_grids_are_refused_naming_the_line(tmp_path):
 
 @pytest.mark.parametrize("edit, match", [
     ({"vocab_size": 11}, r"vocab_size is 11, expected 8 for seq_len 36 \(a 6x6 grid"),
-    ({"seq_len": 40}, r"seq_len is 40, expected one of 81 \(9x9\), 36 \(6x6\), 16 \(4x4\)"),
+    ({"seq_len": 40}, r"seq_len is 40, expected the cells of a supported grid: 81 \(9x9\), 36 \(6x6\) or 16 \(4x4\)"),
     ({"grid": "9x9"}, r"grid is '9x9', but seq_len 36 is a 6x6 grid"),
 ])
 def test_inconsistent_dataset_json_is_refused_naming_the_field(data_6x6, tmp_path, edit, match):

@@ -27,7 +27,7 @@ import torch
 
 from cgar.config import ConfigError
 from cgar.io_utils import DataError
-from cgar.sudoku.grid import SHAPES, GridShape
+from cgar.sudoku.grid import GridShape, shape_of
 
 IGNORE_LABEL_ID = -100
 _EXPECTED_META = {"pad_id": 0, "ignore_label_id": 0}
@@ -51,11 +51,11 @@ def read_meta(meta_path: Path) -> tuple[dict, GridShape]:
     for key, want in _EXPECTED_META.items():
         if meta.get(key) != want:
             raise DataError(meta_path, f"{key} is {meta.get(key)!r}, expected {want!r} for Sudoku")
-    by_len = {s.cells: s for s in SHAPES.values()}
-    shape = by_len.get(meta.get("seq_len"))
-    if shape is None:
-        raise DataError(meta_path, f"seq_len is {meta.get('seq_len')!r}, expected one of "
-                        + ", ".join(f"{s.cells} ({s.name})" for s in SHAPES.values()))
+    try:
+        shape = shape_of(meta.get("seq_len"))
+    except (ValueError, TypeError):  # TypeError: an unhashable value (a list)
+        raise DataError(meta_path, f"seq_len is {meta.get('seq_len')!r}, expected the cells of a supported grid: "
+                        "81 (9x9), 36 (6x6) or 16 (4x4)") from None
     want = grid_dims(shape)["vocab_size"]
     if meta.get("vocab_size") != want:
         raise DataError(meta_path, f"vocab_size is {meta.get('vocab_size')!r}, expected {want} for seq_len "

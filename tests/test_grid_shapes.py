@@ -90,6 +90,27 @@ def test_6x6_build_with_augmentation_and_val_split(tmp_path):
     assert split.seq_len == 36 and valid_solutions(labels).all() and split.num_examples == 3 * split.num_groups
 
 
+@needs_generic_symmetry
+def test_6x6_split_and_leak_check(tmp_path):
+    from cgar.data.split import check_leaks, split_pool
+
+    write_6x6_csv(tmp_path / "pool.csv", 30, 5)
+    summary = split_pool([tmp_path / "pool.csv"], tmp_path / "tr.csv", tmp_path / "te.csv", test_size=5)
+    assert summary["train_rows"] + summary["test_rows"] == summary["classes"] and summary["test_rows"] == 5
+    assert check_leaks(tmp_path / "tr.csv", tmp_path / "te.csv")["leaks"] == 0
+    assert check_leaks(tmp_path / "te.csv", tmp_path / "te.csv")["leaks"] == 5
+
+
+def test_pool_files_must_share_the_first_files_grid(tmp_path, write_pairs_csv):
+    from cgar.data.split import read_pool
+
+    write_6x6_csv(tmp_path / "a.csv", 3, 0)
+    nine, _, _ = write_pairs_csv("b.csv", 2, seed=0)
+    with pytest.raises(DataError, match=r"b.csv:2: question has 81 characters, expected 36: the 6x6 grid of .*a.csv"):
+        read_pool([tmp_path / "a.csv", nine])
+    assert read_pool([tmp_path / "a.csv"]).questions.shape == (3, 36)
+
+
 def test_mixed_grids_are_refused_naming_the_line(tmp_path):
     p6, s6 = pairs_6x6(2, 0)
     p9, s9 = random_pairs(1, 0)

@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         rt = compute_init(a.device, key="--device")
         if a.batch_size % rt.world:
             raise DataError("--batch-size", f"{a.batch_size} is not divisible by the {rt.world} ranks")
-        model = build_model(payload, a.checkpoint, rt.device)
+        model = split.fitting(build_model(payload, a.checkpoint, rt.device), a.checkpoint)
         total = split.num_examples if a.limit is None else min(a.limit, split.num_examples)
         start, stop = shard_range(total, a.batch_size, *shard) if shard else (0, total)
         n_local = local_count(stop - start, a.batch_size, rt.rank, rt.world)

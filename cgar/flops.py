@@ -3,7 +3,7 @@
 Units: every `*_flops` number is FLOPs, with 1 multiply-add = 2 FLOPs. fvcore's own handles count MACs (its
 "flops"); ours double them, so inside fvcore the unit is already FLOPs. `*_macs` fields are multiply-adds.
 
-Per sample (97 positions), a supervision step at depth (T, n) applies `net` T (n + 1) times forward; the first
+Per sample (97 positions on 9x9), a supervision step at depth (T, n) applies `net` T (n + 1) times forward; the first
 T - 1 cycles run under no_grad. Backward runs through the last cycle only: its n + 1 applications, the input
 injections, the embedding scale and the heads. That is exactly the forward of a T = 1 step, so
     step_bwd = 2 x step_fwd(T=1, n)                      (the standard 2x rule: input- and weight-gradients)
@@ -21,6 +21,9 @@ Two counts, kept consistent by tests:
   An op with no handle that is not in `ZERO_COST_OPS` raises `UncountedOpError`.
 
     python -m cgar.flops --run-config run_config.json [--metrics metrics.jsonl] --out flops.json
+
+The model's seq_len / vocab_size are those of the run's dataset (`data_dir`; the FLOPs rule runs after training,
+so it is there); a config counted without its data gets the paper's 9x9 grid, with a note on stderr.
 """
 
 from __future__ import annotations
@@ -41,9 +44,11 @@ from torch import nn
 
 from cgar.config import RunConfig, load_config
 from cgar.curriculum import effective_depth
+from cgar.data.loader import dataset_dims, grid_dims
 from cgar.io_utils import atomic_write_json
 from cgar.model import TRM, TRMConfig
 from cgar.schedule import depth_for, head_macs, model_config, net_macs, step_flops  # noqa: F401 (re-exported)
+from cgar.sudoku.grid import SUDOKU_9
 
 # ----------------------------------------------------------------------------- analytic matmul count
 
@@ -272,10 +277,22 @@ def _totals(mcfg: TRMConfig, segments: list[dict], batch: int) -> dict:
             "mean_effective_depth": tot["depth_steps"] / steps}
 
 
-def run_flops(run_config: RunConfig, steps: int, metrics: list[dict] | None = None) -> dict:
+def run_dims(run_config: RunConfig) -> dict[str, int]:
+    """{seq_len, vocab_size} of the run's dataset, or the paper's 9x9 grid's when data_dir holds none."""
+    meta = Path(run_config.data_dir) / "train" / "dataset.json"
+    if meta.is_file():
+        return dataset_dims(run_config.data_dir)
+    print(f"note: no dataset at {meta}: counting FLOPs for the paper's {SUDOKU_9.name} grid", file=sys.stderr)
+    return grid_dims(SUDOKU_9)
+
+
+def run_flops(run_config: RunConfig, steps: int, metrics: list[dict] | None = None,
+              dims: dict[str, int] | None = None) -> dict:
     """Training FLOPs of a run of `steps` optimizer steps on its actual schedule, against a full-depth run
-    of the same length; with `metrics` (metrics.jsonl records) the logged depths and FLOPs are checked."""
-    mcfg, batch = model_config(run_config), run_config.train.global_batch_size
+    of the same length; with `metrics` (metrics.jsonl records) the logged depths and FLOPs are checked.
+    dims: the model's {seq_len, vocab_size} (default `run_dims`: the run's dataset's)."""
+    mcfg = model_config(run_config, **(dims or run_dims(run_config)))
+    batch = run_config.train.global_batch_size
     run = _totals(mcfg, depth_segments(run_config, steps), batch)
     full = (run_config.model.H_cycles, run_config.model.L_cycles)
     base = _totals(mcfg, [{"stage": 0, "T": full[0], "n": full[1], "first_step": 1, "last_step": steps,

@@ -5,7 +5,7 @@ neither, so the two no longer import each other:
 - `model_config`, `total_steps`, `depth_for`: which model, how many optimizer steps, which (T, n) at each step;
 - `net_macs`, `head_macs`, `step_flops`, `step_flops_fwd_effective`: the analytic matmul count of one step.
 
-Units: `*_flops` are FLOPs with 1 multiply-add = 2 FLOPs; `*_macs` are multiply-adds. Per sample (97 positions),
+Units: `*_flops` are FLOPs with 1 multiply-add = 2 FLOPs; `*_macs` are multiply-adds. Per sample (97 positions on 9x9),
 a supervision step at depth (T, n) applies `net` T (n + 1) times forward; backward runs through the last cycle
 only, which is the forward of a T = 1 step, so step_bwd = 2 x step_fwd(T=1, n) (see `cgar.flops` for the proof
 against torch's FlopCounterMode).
@@ -20,8 +20,10 @@ from cgar.curriculum import depth_at
 from cgar.model import TRMConfig, swiglu_inner
 
 
-def model_config(cfg: RunConfig) -> TRMConfig:
-    return TRMConfig(**dataclasses.asdict(cfg.model))
+def model_config(cfg: RunConfig, *, seq_len: int, vocab_size: int) -> TRMConfig:
+    """The run's model for its dataset's grid: seq_len / vocab_size come from the data, never the run config
+    (`cgar.data.loader.dataset_dims` or a loaded split's), so a 6x6 dataset gets a 36-token model."""
+    return TRMConfig(**dataclasses.asdict(cfg.model), seq_len=seq_len, vocab_size=vocab_size)
 
 
 def total_steps(cfg: RunConfig, stream) -> int:
@@ -42,7 +44,7 @@ def depth_for(cfg: RunConfig, step: int, total: int) -> tuple[int, int, int]:
 
 
 def net_macs(cfg: TRMConfig) -> int:
-    """Multiply-adds of the matmuls of one `net` application for one sample (97 positions)."""
+    """Multiply-adds of the matmuls of one `net` application for one sample (total_len positions: 97 on 9x9)."""
     L, D = cfg.total_len, cfg.hidden_size
     inner = swiglu_inner(D, cfg.expansion, cfg.ffn_multiple)
     channel_mlp = L * (D * 2 * inner + inner * D)
@@ -55,7 +57,7 @@ def net_macs(cfg: TRMConfig) -> int:
 
 
 def head_macs(cfg: TRMConfig) -> int:
-    return cfg.total_len * cfg.hidden_size * cfg.vocab_size + cfg.hidden_size * 2  # lm_head on all 97, q_head
+    return cfg.total_len * cfg.hidden_size * cfg.vocab_size + cfg.hidden_size * 2  # lm_head on all positions, q_head
 
 
 def step_flops(cfg: TRMConfig, T: int, n: int, batch: int, backward: bool = True) -> int:

@@ -1,11 +1,12 @@
-"""One test puzzle through the recursion: the model's 9x9 prediction after every supervision step.
+"""One test puzzle through the recursion: the model's prediction of the grid after every supervision step.
 
     python -m cgar.trace --checkpoint run/model.pt --data DATASET --out run/trace.json [--index 0] [--split test]
 
 Same protocol as `cgar.evaluate --mode full` (EMA weights, eval mode, full depth, a fresh carry, all S steps),
 for one example, so a reader can watch the answer form (drawn by the `puzzle_trace` figure). trace.json holds
-the puzzle and its solution as 81 digits (0 = blank), and per step 1..S the predicted digits (argmax over the
-vocabulary; 0 where the model predicts the pad or blank token), the number of right cells and the q_halt logit.
+the puzzle and its solution as n*n digits (0 = blank; 81 for 9x9, 36 for 6x6: the dataset's grid), and per step
+1..S the predicted digits (argmax over the vocabulary; 0 where the model predicts the pad or blank token), the number
+of right cells and the q_halt logit.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ DIGIT_OFFSET = 1  # tokens: 0 pad, 1 blank, d + 1 for digit d (cgar.data.build),
 
 
 def tokens_to_digits(tokens: np.ndarray) -> list[int]:
-    """[81] tokens -> digits 0..9 (0 for pad / blank)."""
-    return np.clip(np.asarray(tokens, np.int64) - DIGIT_OFFSET, 0, 9).tolist()
+    """[n*n] tokens -> digits 0..n (0 for pad / blank; a token past the grid's digits cannot occur: the model's
+    vocabulary is the dataset's, 0..n+1)."""
+    return np.maximum(np.asarray(tokens, np.int64) - DIGIT_OFFSET, 0).tolist()
 
 
 @torch.inference_mode()
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         split = load_split(a.data, a.split)
         if not 0 <= a.index < split.num_examples:
             raise DataError("--index", f"{a.index} is outside the {split.num_examples} examples of {a.split}")
-        model = build_model(payload, a.checkpoint, "cpu")  # one puzzle: the CPU is plenty
+        model = split.fitting(build_model(payload, a.checkpoint, "cpu"), a.checkpoint)  # one puzzle: CPU is plenty
         result = trace(model, collate(split, np.array([a.index]), 1))
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -85,7 +85,7 @@ class Trainer:
         self.total = total_steps(cfg, self.stream)
 
         torch.manual_seed(tc.seed)  # the same initial weights on every rank
-        self.mcfg = model_config(cfg)
+        self.mcfg = model_config(cfg, seq_len=split.seq_len, vocab_size=split.vocab_size)  # the data's grid
         model = TRM(self.mcfg).to(rt.device)
         self.sign_sgd = SignSGD(model.puzzle_emb, lr=tc.puzzle_emb_lr, weight_decay=tc.puzzle_emb_weight_decay)
         opt = make_optimizer(tc.optimizer, model.parameters(), tc.lr, tc.weight_decay, (tc.beta1, tc.beta2))

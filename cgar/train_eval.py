@@ -51,7 +51,7 @@ def subset(split: SplitArrays, idx: np.ndarray) -> SplitArrays:
     return SplitArrays(split.path, inputs=np.asarray(split.inputs[idx]), labels=np.asarray(split.labels[idx]),
                        puzzle_identifiers=split.puzzle_identifiers[idx],
                        puzzle_indices=np.arange(n + 1, dtype=np.int32), group_indices=np.arange(n + 1, dtype=np.int32),
-                       meta=split.meta)
+                       meta=split.meta, shape=split.shape)
 
 
 def point_metrics(res: Results) -> dict:

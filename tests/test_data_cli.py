@@ -56,7 +56,7 @@ def test_pipeline_end_to_end(tmp_path):
 def test_bad_input_exits_2_with_a_located_message(tmp_path):
     (tmp_path / "bad.csv").write_text("source,question,answer,rating\nx,123,456,1\n")
     r = cli("import", "bad.csv", "--out", "out.csv", cwd=tmp_path)
-    assert r.returncode == 2 and "bad.csv:2: question: expected 81 characters, got 3" in r.stderr
+    assert r.returncode == 2 and "bad.csv:2: question: expected 81 characters (a 9x9 grid), got 3" in r.stderr
     assert not (tmp_path / "out.csv").exists()
     r = cli("generate", "--seed", 0, "--chunk", 0, "--size", 5, "--mix", "hard=0.5", "--out", "x.csv", cwd=tmp_path)
     assert r.returncode == 2 and "sum to 0.5" in r.stderr

@@ -95,8 +95,9 @@ CASES = [
     ("missing_columns", f"a,{puzzle(2)},{SOLUTION}", r"missing columns: expected 4 .*found 3", False),
     ("too_many_columns", f"a,{puzzle(2)},{SOLUTION},1,x", r"too many columns: expected 4 .*found 5", False),
     ("bad_source", f",{puzzle(2)},{SOLUTION},1", r"source '' is empty", False),
-    ("wrong_length", f"a,{puzzle(2)[:80]},{SOLUTION},1", r"question: expected 81 characters, got 80", False),
-    ("wrong_length", f"a,{puzzle(2)},{SOLUTION}9,1", r"answer: expected 81 characters, got 82", False),
+    ("wrong_length", f"a,{puzzle(2)[:80]},{SOLUTION},1", r"question: expected 81 characters \(a 9x9 grid\), got 80",
+     False),
+    ("wrong_length", f"a,{puzzle(2)},{SOLUTION}9,1", r"answer: expected 81 characters \(a 9x9 grid\), got 82", False),
     ("bad_char", f"a,x{puzzle(2)[1:]},{SOLUTION},1", r"question: bad character 'x' at position 1", False),
     ("bad_char", f"a,{puzzle(2)},{SOLUTION[:4]}.{SOLUTION[5:]},1", r"answer: bad character '\.' at position 5", False),
     ("bad_rating", f"a,{puzzle(2)},{SOLUTION},1.5", r"rating '1\.5' is not an integer", False),
@@ -221,7 +222,7 @@ def test_plain_list_with_comments_and_zero_blanks(tmp_path):
 
 def test_plain_list_structural_errors(tmp_path):
     src = write(tmp_path / "l.txt", ["# x", puzzle(0)[:-1]])
-    with pytest.raises(DataError, match=r"l.txt:2: puzzle: expected 81 characters, got 80"):
+    with pytest.raises(DataError, match=r"l.txt:2: puzzle: expected 81 characters \(a 9x9 grid\), got 80"):
         import_puzzle_list(src, tmp_path / "out.csv")
     write(src, ["# only comments", ""])
     with pytest.raises(DataError, match=r"l.txt: empty file: no puzzle rows \(only blank or comment lines\)"):

@@ -41,10 +41,12 @@ def _mix(text: str):
 
 def cmd_generate(a: argparse.Namespace) -> dict:
     from cgar.sudoku.generate import write_chunk
+    from cgar.sudoku.grid import grid_shape
 
     targets = {k: v for k, v in (("hard_threshold", a.hard_threshold), ("extreme_threshold", a.extreme_threshold),
                                  ("class_copies", a.class_copies)) if v is not None}
-    return write_chunk(a.out, seed=a.seed, chunk=a.chunk, size=a.size, mix=a.mix, progress=not a.quiet, **targets)
+    return write_chunk(a.out, seed=a.seed, chunk=a.chunk, size=a.size, mix=a.mix, progress=not a.quiet,
+                       shape=grid_shape(a.grid), **targets)
 
 
 def cmd_import(a: argparse.Namespace) -> dict:
@@ -109,6 +111,8 @@ def cmd_check(a: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cgar.sudoku.grid import SHAPES
+
     p = argparse.ArgumentParser(prog="python -m cgar.data", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -129,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="symmetric copies per class rating, stored for every row (default 16)")
     g.add_argument("--out", type=Path, required=True,
                    help="output CSV (source,question,answer,rating,class_rating,class_rating_sd)")
+    g.add_argument("--grid", choices=tuple(SHAPES), default="9x9",
+                   help="grid: 9x9 (default, the paper's), 6x6 (2x3 boxes) or 4x4 (2x2 boxes) for CPU-scale runs")
     common(g)
     g.set_defaults(func=cmd_generate)
 
@@ -136,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cgar.sudoku.rating import DEFAULT_CLASS_COPIES
 
     i = sub.add_parser("import", help="validate and import Sudoku-Extreme CSVs and other puzzle files "
-                                      "(.gz/.bz2/.xz/.zst too)")
+                                      "(.gz/.bz2/.xz/.zst too; 9x9 only: no --grid)")
     i.add_argument("src", type=Path)
     i.add_argument("--out", type=Path, required=True, help="normalised output CSV")
     i.add_argument("--format", choices=("auto", *FORMATS), default="auto",

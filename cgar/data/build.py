@@ -11,19 +11,21 @@ dropped, so val is disjoint from train by construction (and from test, as the tr
 like test: never augmented, one example per group. "Best snapshot" selection uses it, never test.
 
 Layout of `<out>/`: `identifiers.json`, `manifest.json`, and for each split `<out>/{train,val,test}/`:
-`all__inputs.npy` uint8[N, 81], `all__labels.npy` uint8[N, 81], `all__puzzle_identifiers.npy` int32[N],
+`all__inputs.npy` uint8[N, L], `all__labels.npy` uint8[N, L], `all__puzzle_identifiers.npy` int32[N],
 `all__puzzle_indices.npy` int32[N+1], `all__group_indices.npy` int32[G+1], `dataset.json`, and two sidecars the
 reference does not have (its loaders ignore them): `all__ratings.npy` int32[N] and `all__source_ids.npy` int16[N]
 indexing `sources.json`, so evaluation can report accuracy per difficulty and per source. The difficulty is the
 column `BuildConfig.difficulty` names ("auto": the class rating when the CSV has it, else `rating`), rounded to an
 integer in the sidecar; `min_difficulty` filters on the same column and the manifest records which. Stored values are
-digit + 1, so 0 = pad, 1 = blank, 2..10 = digits 1..9. Each group is one original puzzle followed by its
+digit + 1, so 0 = pad, 1 = blank, 2..n+1 = digits 1..n. Each group is one original puzzle followed by its
 `num_aug` augmentations; each example is its own "puzzle". The test split is never augmented.
+
+Grid: the CSVs' question length tells it (cgar.sudoku.grid: 81 cells for 9x9, 36 for 6x6, 16 for 4x4), the same for
+train and test; L = the cells, and dataset.json's seq_len / vocab_size follow (81 / 11 for 9x9, 36 / 8 for 6x6).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -33,8 +35,11 @@ import numpy as np
 from tqdm import tqdm
 
 from cgar import __version__
+from cgar.data.loader import grid_dims
+from cgar.data.puzzle_csv import csv_shape, iter_puzzle_rows, read_header, resolve_difficulty
 from cgar.io_utils import DataError, atomic_directory, atomic_write_json, sha256_file
-from cgar.sudoku.grid import givens_consistent, grid_problem, num_givens, parse_grids, valid_solutions
+from cgar.sudoku.grid import (SUDOKU_9, GridShape, givens_consistent, grid_problem, num_givens, parse_grids, shape_of,
+                              valid_solutions)
 from cgar.sudoku.symmetry import augment_pairs
 
 SPLITS = ("train", "val", "test")  # val only when BuildConfig.val_size > 0
@@ -65,11 +70,11 @@ class BuildConfig:
 
 @dataclass
 class PuzzleTable:
-    """Rows of a puzzle CSV as arrays (digits 0..9, 0 = blank)."""
+    """Rows of a puzzle CSV as arrays (digits 0..n, 0 = blank)."""
 
     sources: np.ndarray  # object[N]
-    questions: np.ndarray  # uint8[N, 81]
-    answers: np.ndarray  # uint8[N, 81]
+    questions: np.ndarray  # uint8[N, cells]
+    answers: np.ndarray  # uint8[N, cells]
     ratings: np.ndarray  # float64[N]: the difficulty column (integers for `rating`)
 
     def __len__(self) -> int:
@@ -78,63 +83,9 @@ class PuzzleTable:
     def take(self, idx: np.ndarray) -> "PuzzleTable":
         return PuzzleTable(self.sources[idx], self.questions[idx], self.answers[idx], self.ratings[idx])
 
-
-def _check_utf8(path: Path, row: list[str], line_no: int) -> None:
-    """Bytes that are not UTF-8 arrive as lone surrogates (errors="surrogateescape"); name their line."""
-    text = ",".join(row)
-    if text.isascii():  # the fast path: every valid puzzle CSV row
-        return
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        byte = ord(text[e.start]) - 0xDC00
-        raise DataError(path, f"not valid UTF-8 (byte 0x{byte:02x})", line=line_no) from None
-
-
-def read_header(path: Path) -> list[str]:
-    """The header of a puzzle CSV: source,question,answer,rating, then any extra columns (kept by split)."""
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        header = next(csv.reader(f), None)
-    if header is None:
-        raise DataError(path, "empty file (expected a header source,question,answer,rating)")
-    _check_utf8(path, header, 1)
-    if header[:4] != ["source", "question", "answer", "rating"]:
-        raise DataError(path, f"wrong header {header!r}; expected source,question,answer,rating", line=1)
-    return header
-
-
-def iter_puzzle_rows(path: Path, difficulty: str = "rating"):
-    """Yield (line_no, source, question, answer, difficulty value, extra columns) of a puzzle CSV.
-
-    difficulty: 'rating' (int), 'class_rating' (float; the column must exist and be filled) or 'auto' (the class
-    rating when the header has it, else the rating)."""
-    header = read_header(path)
-    column = resolve_difficulty(path, header, difficulty)
-    col = header.index(column)
-    parse = int if column == "rating" else float
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        reader = csv.reader(f)
-        next(reader)
-        for line_no, row in enumerate(reader, start=2):
-            _check_utf8(path, row, line_no)
-            if len(row) != len(header):
-                raise DataError(path, f"expected {len(header)} columns ({','.join(header)}), got {len(row)}",
-                                line=line_no)
-            try:
-                value = parse(row[col])
-            except ValueError:
-                kind = "an integer" if parse is int else "a number"
-                raise DataError(path, f"{column} {row[col]!r} is not {kind}", line=line_no) from None
-            yield line_no, row[0], row[1], row[2], value, row[4:]
-
-
-def resolve_difficulty(path: Path, header: list[str], difficulty: str) -> str:
-    """The column name `difficulty` stands for in a file with this header."""
-    if difficulty == "auto":
-        return "class_rating" if "class_rating" in header else "rating"
-    if difficulty not in header:
-        raise DataError(path, f"difficulty column {difficulty!r} is not in the header {','.join(header)}", line=1)
-    return difficulty
+    @property
+    def shape(self) -> GridShape:
+        return shape_of(self.questions.shape[1])
 
 
 def read_puzzle_csv(
@@ -150,15 +101,16 @@ def read_puzzle_csv(
     so subsampling 1000 puzzles from a 3.8M-row file needs memory for 1000 rows, not 3.8M.
     """
     path = Path(path)
+    shape = csv_shape(path) or SUDOKU_9  # a file without rows gives empty 9x9 arrays
     sources, questions, answers, ratings, lines = [], [], [], [], []
     k = 0  # index among filtered rows
     j = 0  # position in `keep`
-    for line_no, source, question, answer, rating, _ in iter_puzzle_rows(path, difficulty):
+    for line_no, source, question, answer, rating, _ in iter_puzzle_rows(path, difficulty, shape):
         if min_difficulty is not None and rating < min_difficulty:
             continue
         if keep is None or (j < len(keep) and keep[j] == k):
             for name, text, blanks in (("question", question, True), ("answer", answer, False)):
-                problem = grid_problem(text, allow_blanks=blanks)
+                problem = grid_problem(text, allow_blanks=blanks, shape=shape)
                 if problem is not None:
                     raise DataError(path, f"{name}: {problem}", line=line_no)
             sources.append(source)
@@ -170,8 +122,8 @@ def read_puzzle_csv(
         k += 1
     table = PuzzleTable(
         np.array(sources, dtype=object),
-        parse_grids(questions),
-        parse_grids(answers),
+        parse_grids(questions, shape),
+        parse_grids(answers, shape),
         np.array(ratings, dtype=np.float64),
     )
     bad = ~(valid_solutions(table.answers) & givens_consistent(table.questions, table.answers))
@@ -229,7 +181,7 @@ def drop_equivalent(train: PuzzleTable, val: PuzzleTable, progress: bool = False
 def expand_groups(
     table: PuzzleTable, num_aug: int, rng: np.random.Generator, progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each puzzle followed by `num_aug` augmented copies -> (inputs, labels uint8[G*(1+num_aug), 81], group sizes)."""
+    """Each puzzle followed by `num_aug` augmented copies -> (inputs, labels uint8[G*(1+num_aug), L], group sizes)."""
     g = len(table)
     per = 1 + num_aug
     inputs = np.repeat(table.questions, per, axis=0)
@@ -243,25 +195,27 @@ def expand_groups(
     return inputs, labels, np.full(g, per, dtype=np.int64)
 
 
-def _dataset_json(total_groups: int) -> dict:
-    # Field for field what HRM/TRM's build script writes (TRM adds total_puzzles = number of groups).
+def _dataset_json(total_groups: int, shape: GridShape) -> dict:
+    # Field for field what HRM/TRM's build script writes (TRM adds total_puzzles = number of groups), plus `grid`
+    # for the other shapes only: a 9x9 dataset stays byte-identical to the reference's (and to earlier builds,
+    # whose manifest hashes tag existing checkpoints); the loader tells the grid from seq_len either way.
     return {
         "pad_id": 0,
         "ignore_label_id": 0,
         "blank_identifier_id": 0,
-        "vocab_size": 11,
-        "seq_len": 81,
+        **grid_dims(shape),  # vocab_size, seq_len
         "num_puzzle_identifiers": 1,
         "total_groups": total_groups,
         "mean_puzzle_examples": 1,
         "total_puzzles": total_groups,
         "sets": ["all"],
+        **({} if shape == SUDOKU_9 else {"grid": shape.name}),
     }
 
 
 def write_split(out: Path, inputs: np.ndarray, labels: np.ndarray, group_sizes: np.ndarray,
                 table: PuzzleTable) -> None:
-    """Write one split directory in the reference layout (values stored +1: 0 pad, 1 blank, 2..10 digits).
+    """Write one split directory in the reference layout (values stored +1: 0 pad, 1 blank, 2..n+1 digits).
 
     `table` holds the groups' original puzzles; every example of a group inherits its source and rating.
     """
@@ -281,7 +235,7 @@ def write_split(out: Path, inputs: np.ndarray, labels: np.ndarray, group_sizes: 
     for name, arr in arrays.items():
         np.save(out / f"all__{name}.npy", arr, allow_pickle=False)
     atomic_write_json(out / "sources.json", sources)
-    atomic_write_json(out / "dataset.json", _dataset_json(len(group_sizes)))
+    atomic_write_json(out / "dataset.json", _dataset_json(len(group_sizes), table.shape))
 
 
 def _stats(table: PuzzleTable) -> dict:
@@ -297,7 +251,7 @@ def _stats(table: PuzzleTable) -> dict:
             "share_rating_ge_1": float((r >= 1).mean()),
             "givens_mean": float(givens[m].mean()),
         }
-    hist = np.bincount(givens, minlength=82)
+    hist = np.bincount(givens, minlength=table.shape.cells + 1)
     return {
         "puzzles": len(table),
         "givens_histogram": {str(k): int(v) for k, v in enumerate(hist) if v},
@@ -334,6 +288,9 @@ def build_dataset(
     test = read_puzzle_csv(test_csv, min_difficulty=cfg.min_difficulty, difficulty=cfg.difficulty)
     if len(test) == 0:
         raise DataError(test_csv, f"no test rows (min_difficulty={cfg.min_difficulty})")
+    if test.shape != train.shape:  # one model reads both: one grid
+        raise DataError(test_csv, f"holds {test.shape.name} grids, the training CSV {train_csv} {train.shape.name} "
+                        "ones (train and test of one build must have the same grid)")
     with atomic_directory(out_dir) as tmp:
         inputs, labels, sizes = expand_groups(train, cfg.num_aug, np.random.default_rng(ss_aug), progress)
         write_split(tmp / "train", inputs, labels, sizes, train)

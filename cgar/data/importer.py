@@ -41,7 +41,7 @@ from tqdm import tqdm
 from cgar.data.formats import FORMATS, RowError, detect_format, open_text, records
 from cgar.data.puzzle_csv import HEADER, write_puzzle_csv
 from cgar.io_utils import DataError, atomic_write_json
-from cgar.sudoku.grid import N_CELLS, UNITS, grid_problem, parse_grids
+from cgar.sudoku.grid import N_CELLS, SUDOKU_9, UNITS, grid_problem, parse_grids
 from cgar.sudoku.rating import CLASS_COLUMNS, DEFAULT_CLASS_COPIES, class_ratings, format_class_rating
 
 EXAMPLES_PER_KIND = 3
@@ -164,7 +164,7 @@ class _Importer:
         if len(text) == N_CELLS and not text.strip(allowed):
             return None
         kind = "wrong_length" if len(text) != N_CELLS else "bad_char"
-        return kind, f"{name}: {grid_problem(text, allow_blanks=blanks)}"
+        return kind, f"{name}: {grid_problem(text, allow_blanks=blanks, shape=SUDOKU_9)}"  # Sudoku-Extreme: 9x9
 
     @property
     def header(self) -> tuple[str, ...]:

@@ -10,8 +10,8 @@ global batch B.
 Evaluation: the split in order, in global batches; the rank's slice is padded to the local batch size with
 pad inputs and ignored labels, and the number of real rows is returned alongside.
 
-Batches are dicts of int32 tensors: inputs [b, 81] (tokens 1..10), labels [b, 81] (2..10, or -100 = ignore),
-puzzle_identifiers [b].
+Batches are dicts of int32 tensors: inputs [b, L] (tokens 1..n+1), labels [b, L] (2..n+1, or -100 = ignore),
+puzzle_identifiers [b]; L = n*n cells of the dataset's grid (81 for the paper's 9x9, 36 for 6x6, 16 for 4x4).
 """
 
 from __future__ import annotations
@@ -27,14 +27,53 @@ import torch
 
 from cgar.config import ConfigError
 from cgar.io_utils import DataError
+from cgar.sudoku.grid import GridShape, shape_of
 
 IGNORE_LABEL_ID = -100
-_EXPECTED_META = {"pad_id": 0, "ignore_label_id": 0, "vocab_size": 11, "seq_len": 81}
+_EXPECTED_META = {"pad_id": 0, "ignore_label_id": 0}
+
+
+def grid_dims(shape: GridShape) -> dict[str, int]:
+    """dataset.json's seq_len / vocab_size for a grid: one token per cell; 0 pad, 1 blank, 2..n+1 digits."""
+    return {"seq_len": shape.cells, "vocab_size": shape.n + 2}
+
+
+def read_meta(meta_path: Path) -> tuple[dict, GridShape]:
+    """A split's dataset.json and the grid it holds, checked: seq_len and vocab_size must both be those of one
+    supported grid (9x9: 81 / 11, 6x6: 36 / 8, 4x4: 16 / 6)."""
+    if not meta_path.is_file():
+        raise DataError(meta_path, f"missing: {meta_path.parent} is not a built dataset split "
+                        "(run `python -m cgar.data build`)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(meta_path, f"not valid JSON ({e})") from None
+    for key, want in _EXPECTED_META.items():
+        if meta.get(key) != want:
+            raise DataError(meta_path, f"{key} is {meta.get(key)!r}, expected {want!r} for Sudoku")
+    try:
+        shape = shape_of(meta.get("seq_len"))
+    except (ValueError, TypeError):  # TypeError: an unhashable value (a list)
+        raise DataError(meta_path, f"seq_len is {meta.get('seq_len')!r}, expected the cells of a supported grid: "
+                        "81 (9x9), 36 (6x6) or 16 (4x4)") from None
+    want = grid_dims(shape)["vocab_size"]
+    if meta.get("vocab_size") != want:
+        raise DataError(meta_path, f"vocab_size is {meta.get('vocab_size')!r}, expected {want} for seq_len "
+                        f"{shape.cells} (a {shape.name} grid: pad, blank and {shape.n} digits)")
+    if meta.get("grid", shape.name) != shape.name:  # the field is ours (HRM/TRM's datasets lack it): optional
+        raise DataError(meta_path, f"grid is {meta['grid']!r}, but seq_len {shape.cells} is a {shape.name} grid")
+    return meta, shape
+
+
+def dataset_dims(data_dir: str | os.PathLike, split: str = "train") -> dict[str, int]:
+    """{seq_len, vocab_size} of a built dataset (from `<data_dir>/<split>/dataset.json`): the model's input size."""
+    _, shape = read_meta(Path(data_dir) / split / "dataset.json")
+    return grid_dims(shape)
 
 
 @dataclass(frozen=True)
 class SplitArrays:
-    """One split of a built dataset; inputs and labels are memory-mapped (uint8 [N, 81])."""
+    """One split of a built dataset; inputs and labels are memory-mapped (uint8 [N, seq_len])."""
 
     path: Path
     inputs: np.ndarray
@@ -43,6 +82,24 @@ class SplitArrays:
     puzzle_indices: np.ndarray  # int32[N+1]
     group_indices: np.ndarray  # int32[G+1]
     meta: dict
+    shape: GridShape  # the grid, told by dataset.json's seq_len
+
+    @property
+    def seq_len(self) -> int:
+        return self.shape.cells
+
+    @property
+    def vocab_size(self) -> int:
+        return grid_dims(self.shape)["vocab_size"]
+
+    def fitting(self, model, where):
+        """`model` (a TRM), checked to read this split's grid: a checkpoint trained on another grid is refused here,
+        naming `where` (its file), instead of failing inside torch."""
+        cfg = model.config
+        if (cfg.seq_len, cfg.vocab_size) != (self.seq_len, self.vocab_size):
+            raise DataError(where, f"model has seq_len {cfg.seq_len} / vocab_size {cfg.vocab_size}, but {self.path} "
+                            f"holds {self.shape.name} grids (seq_len {self.seq_len}, vocab_size {self.vocab_size})")
+        return model
 
     @property
     def num_examples(self) -> int:
@@ -56,16 +113,7 @@ class SplitArrays:
 def load_split(data_dir: str | os.PathLike, split: str) -> SplitArrays:
     """Open `<data_dir>/<split>/` written by `python -m cgar.data build` (or HRM/TRM's build script)."""
     d = Path(data_dir) / split
-    meta_path = d / "dataset.json"
-    if not meta_path.is_file():
-        raise DataError(meta_path, f"missing: {d} is not a built dataset split (run `python -m cgar.data build`)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(meta_path, f"not valid JSON ({e})") from None
-    for key, want in _EXPECTED_META.items():
-        if meta.get(key) != want:
-            raise DataError(meta_path, f"{key} is {meta.get(key)!r}, expected {want!r} for Sudoku")
+    meta, shape = read_meta(d / "dataset.json")
     arrays = {}
     for name, mmap in (("inputs", "r"), ("labels", "r"), ("puzzle_identifiers", None),
                        ("puzzle_indices", None), ("group_indices", None)):
@@ -76,13 +124,15 @@ def load_split(data_dir: str | os.PathLike, split: str) -> SplitArrays:
             raise DataError(p, "missing array file") from None
         except ValueError as e:
             raise DataError(p, f"unreadable or truncated .npy file ({e})") from None
-    n = len(arrays["inputs"])
-    if arrays["inputs"].shape != (n, 81) or arrays["labels"].shape != (n, 81):
-        raise DataError(d, f"inputs/labels must be [N, 81], got {arrays['inputs'].shape} and {arrays['labels'].shape}")
+    n, L = len(arrays["inputs"]), shape.cells
+    for name in ("inputs", "labels"):
+        if arrays[name].shape != (n, L):
+            raise DataError(d / f"all__{name}.npy", f"must be [N, {L}] (seq_len {L} in dataset.json, "
+                            f"N = {n} inputs), got {list(arrays[name].shape)}")
     if len(arrays["puzzle_indices"]) != n + 1 or arrays["group_indices"][-1] != n:
         raise DataError(d, "puzzle_indices/group_indices do not match the number of examples")
     _check_values(d, meta, arrays)
-    return SplitArrays(d, meta=meta, **arrays)
+    return SplitArrays(d, meta=meta, shape=shape, **arrays)
 
 
 def _check_values(d: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:

@@ -6,7 +6,8 @@ exact question and then by canonical form (cgar.sudoku.canonical), and assigns w
 one side. `check_leaks` verifies it for any pair of puzzle CSVs or built split directories.
 
 Memory: questions are held as uint8[N, 81] and compared through 40-byte packed keys, so a 4M-row pool needs
-about 1.5 GB; canonicalisation runs in batches behind a progress bar (stderr).
+about 1.5 GB; canonicalisation runs in batches behind a progress bar (stderr). Every file of a pool holds one grid,
+the first file's: 9x9, or 6x6 / 4x4 (uint8[N, 36] / [N, 16]).
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cgar.data.build import iter_puzzle_rows, read_header  # header check + located errors, shared with build
-from cgar.data.puzzle_csv import write_puzzle_csv
+from cgar.data.puzzle_csv import csv_shape, iter_puzzle_rows, read_header, write_puzzle_csv
 from cgar.io_utils import DataError
 from cgar.sudoku.canonical import KEY_WORDS, canonical_keys, group_ids, map_batches, pack_grids
-from cgar.sudoku.grid import N_CELLS, format_grid, format_grids, parse_grids
+from cgar.sudoku.grid import SUDOKU_9, format_grid, format_grids, parse_grids
 
 READ_CHUNK = 1 << 16  # rows parsed per vectorised call while streaming a CSV
 
@@ -34,8 +34,8 @@ class Pool:
 
     source_names: list[str]
     sources: np.ndarray  # int32[N], index into source_names
-    questions: np.ndarray  # uint8[N, 81], 0 = blank
-    answers: np.ndarray | None  # uint8[N, 81], or None when not read
+    questions: np.ndarray  # uint8[N, cells], 0 = blank
+    answers: np.ndarray | None  # uint8[N, cells], or None when not read
     ratings: np.ndarray  # int64[N]
     lines: np.ndarray  # int64[N]: 1-based line of each row in its file
     header: list[str]  # the inputs' common header: the 4 standard columns, then the extra ones
@@ -48,18 +48,20 @@ class Pool:
 def read_pool(paths: list[str | os.PathLike], *, answers: bool = True, progress: bool = False) -> Pool:
     """Stream puzzle CSVs (assumed validated) into arrays, parsing READ_CHUNK rows at a time.
 
-    Every input must have the same header; extra columns (class rating, our rating, ...) are kept as text."""
+    Every input must have the same header and grid (the first file's); extra columns (class rating, our rating,
+    ...) are kept as text."""
     names: dict[str, int] = {}
     srcs, qs, ans, ratings, lines, extras = [], [], [], [], [], []
     buf_q, buf_a, buf_x = [], [], []
     header = read_header(Path(paths[0])) if paths else ["source", "question", "answer", "rating"]
     n_extra = len(header) - 4
+    shape = (csv_shape(paths[0]) if paths else None) or SUDOKU_9  # no rows at all: empty 9x9 arrays
 
     def flush():
         if buf_q:
-            qs.append(parse_grids(buf_q))
+            qs.append(parse_grids(buf_q, shape))
             if answers:
-                ans.append(parse_grids(buf_a))
+                ans.append(parse_grids(buf_a, shape))
             # fixed-width bytes: ~16 bytes a field instead of ~55 for a Python str
             extras.append(np.array(buf_x, dtype=np.bytes_).reshape(len(buf_q), n_extra))
             buf_q.clear()
@@ -71,7 +73,8 @@ def read_pool(paths: list[str | os.PathLike], *, answers: bool = True, progress:
             if (other := read_header(Path(path))) != header:
                 raise DataError(path, f"header {','.join(other)} differs from {paths[0]}'s {','.join(header)} "
                                       "(all pool files must have the same columns)", line=1)
-            for line, source, question, answer, rating, extra in iter_puzzle_rows(Path(path)):
+            rows = iter_puzzle_rows(Path(path), shape=shape, shape_from=f"{paths[0]}'s first row")
+            for line, source, question, answer, rating, extra in rows:
                 srcs.append(names.setdefault(source, len(names)))
                 ratings.append(rating)
                 lines.append(line)
@@ -84,7 +87,7 @@ def read_pool(paths: list[str | os.PathLike], *, answers: bool = True, progress:
                     bar.update(READ_CHUNK)
             bar.update(len(buf_q))
             flush()
-    empty = np.zeros((0, N_CELLS), dtype=np.uint8)
+    empty = np.zeros((0, shape.cells), dtype=np.uint8)
     return Pool(
         source_names=list(names),
         sources=np.array(srcs, dtype=np.int32),
@@ -183,14 +186,14 @@ def split_pool(
 
 
 def _stored_keys(path: Path, all_examples: bool, progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Built split dir -> (canonical keys uint64[M, 5], their example rows int64[M], inputs memmap [N, 81])."""
+    """Built split dir -> (canonical keys uint64[M, 5], their example rows int64[M], inputs memmap [N, L])."""
     inputs_path = path / "all__inputs.npy"
     groups_path = path / "all__group_indices.npy"
     if not inputs_path.is_file() or not groups_path.is_file():
         raise DataError(
             path, "not a puzzle CSV or a built split dir (expected all__inputs.npy, all__group_indices.npy)"
         )
-    inputs = np.load(inputs_path, mmap_mode="r")  # values stored +1: 0 pad, 1 blank, 2..10 digits
+    inputs = np.load(inputs_path, mmap_mode="r")  # values stored +1: 0 pad, 1 blank, 2..n+1 digits
     if all_examples:
         rows = np.arange(len(inputs), dtype=np.int64)
     else:  # a group is one original plus its symmetries: its first example stands for the whole class
@@ -199,7 +202,7 @@ def _stored_keys(path: Path, all_examples: bool, progress: bool) -> tuple[np.nda
         rows = np.load(pi_path)[first_puzzle].astype(np.int64) if pi_path.is_file() else first_puzzle
 
     def keys_of(part):
-        return canonical_keys(np.maximum(np.asarray(inputs[part]), 1) - 1)  # back to 0 = blank, 1..9 digits
+        return canonical_keys(np.maximum(np.asarray(inputs[part]), 1) - 1)  # back to 0 = blank, 1..n digits
 
     keys = np.empty((len(rows), KEY_WORDS), dtype=np.uint64)
     map_batches(rows, keys, keys_of, progress, desc=f"canonicalise {path.name}")

@@ -28,7 +28,7 @@ FIGURES = (
     "time_to_target",  # hours to each target accuracy per experiment
     "grad_norm_by_step",  # gradient norm of each supervision step's slots (grad_stats.jsonl), per PDC stage
     "grad_variance",  # minibatch gradient variance with and without the HSW weights, and its reduction
-    "puzzle_trace",  # one test puzzle's 9x9 prediction after each supervision step (trace.json)
+    "puzzle_trace",  # one test puzzle's predicted grid after each supervision step (trace.json)
 )
 FIGURE_FORMATS = ("png", "svg")
 FIGURE_CONFIG_EXT = "json"  # beside each figure: the runs and options it was drawn from

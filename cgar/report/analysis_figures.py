@@ -17,6 +17,7 @@ from cgar.report.plotting import LINESTYLES, by_exp, colors, plt, start
 from cgar.report.tables import Stat, experiments_in_order
 from cgar.report.time_to_target import speedup_at_target, time_to_target_frame
 from cgar.report.time_to_target import targets as targets_for
+from cgar.sudoku.grid import shape_of
 
 
 def no_data(ax, text: str) -> None:
@@ -166,31 +167,34 @@ def grad_variance(runs: list[Run], **_) -> plt.Figure:
 # ----------------------------------------------------------------------------- one puzzle through the recursion
 
 def _grid(ax, trace: dict, k: int) -> None:
-    """Step k's prediction: wrong cells red (givens too: the model predicts all 81 and all are scored), right
-    givens grey (digits in bold), cells changed since step k-1 outlined in blue."""
+    """Step k's prediction: wrong cells red (givens too: the model predicts every cell and all are scored), right
+    givens grey (digits in bold), cells changed since step k-1 outlined in blue; box lines of the trace's grid."""
+    shape = shape_of(len(trace["puzzle"]))  # 9x9, 6x6 (2x3 boxes) or 4x4
+    n = shape.n
     given = np.array(trace["puzzle"]) > 0
     pred, sol = np.array(trace["predictions"][k]), np.array(trace["solution"])
     prev = np.array(trace["predictions"][k - 1]) if k else pred
-    shade = np.where(pred != sol, 0.0, np.where(given, 0.85, 1.0)).reshape(9, 9)  # red / grey / white
+    shade = np.where(pred != sol, 0.0, np.where(given, 0.85, 1.0)).reshape(n, n)  # red / grey / white
     ax.imshow(shade, cmap=plt.matplotlib.colors.ListedColormap(["#f4a6a6", "#d9d9d9", "white"]),
               norm=plt.matplotlib.colors.BoundaryNorm([-0.5, 0.5, 0.9, 1.5], 3))
-    for i in range(81):
-        r, c = divmod(i, 9)
+    for i in range(shape.cells):
+        r, c = divmod(i, n)
         ax.text(c, r, str(pred[i]) if pred[i] else "·", ha="center", va="center", fontsize=5.5,
                 weight="bold" if given[i] else "normal")
         if pred[i] != prev[i]:
             ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="#1f5fd6", lw=0.9))
-    for j in range(0, 10, 3):  # box lines
+    for j in range(0, n + 1, shape.box_rows):  # box lines: a band every box_rows rows, a stack every box_cols
         ax.axhline(j - 0.5, color="black", lw=0.8)
+    for j in range(0, n + 1, shape.box_cols):
         ax.axvline(j - 0.5, color="black", lw=0.8)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)
-    ax.set_title(f"t={k + 1}: {trace['cells_correct'][k]}/81", fontsize=7)
+    ax.set_title(f"t={k + 1}: {trace['cells_correct'][k]}/{shape.cells}", fontsize=7)
 
 
 def puzzle_trace(runs: list[Run], **_) -> plt.Figure:
-    """One row per experiment (its first run with a trace.json), one 9x9 grid per supervision step."""
+    """One row per experiment (its first run with a trace.json), one grid (9x9, 6x6, ...) per supervision step."""
     traced = {}
     for r in runs:
         if r.trace is not None and r.exp not in traced:

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from cgar.io_utils import DataError, atomic_write_text
+from cgar.sudoku.grid import shape_of
 
 RUN_FILES = ("run_config.json", "metrics.jsonl", "flops.json", "eval.json")
 METRIC_COLUMNS = ("step", "T", "n", "exact_accuracy", "lm_loss", "q_halt_loss", "wall_s", "flops")  # required per metrics line
@@ -86,7 +87,8 @@ CURVE_SPLIT_KEYS = {"num_puzzles": ("num_puzzles",), "exact_accuracy": ("exact_a
 GRAD_KEYS = {k: (k,) for k in ("step", "stage", "T", "n", "var_weighted", "var_unweighted", "var_weighted_rel",
                                "var_unweighted_rel", "variance_reduction")}
 GRAD_LISTS = ("slots_by_step", "grad_norm_by_step")  # [S] each; grad_norm null where no slot was at step t
-# trace.json (python -m cgar.trace): 81 digits each, per supervision step for the lists of lists
+# trace.json (python -m cgar.trace): n*n digits each (81 for 9x9, 36 for 6x6, 16 for 4x4), per supervision step for
+# the lists of lists
 TRACE_GRIDS = ("puzzle", "solution")
 TRACE_STEPS = ("predictions", "cells_correct", "q_halt")
 OPTIONAL_FILES = ("eval_best.json", "eval_act.json", "eval_curve.jsonl", "grad_stats.jsonl", "trace.json")
@@ -233,14 +235,20 @@ def read_grad_stats(path: Path) -> pd.DataFrame:
 
 
 def read_trace(path: Path) -> dict:
-    """trace.json, checked: TRACE_GRIDS of 81 digits, TRACE_STEPS of one length S, predictions [S][81] digits."""
+    """trace.json, checked: TRACE_GRIDS of n*n digits 0..n (a grid of cgar.sudoku.grid, told by the puzzle's
+    length), TRACE_STEPS of one length S, predictions [S][n*n] digits."""
     rec = read_json(path)
     for key in (*TRACE_GRIDS, *TRACE_STEPS):
         get_key(rec, (key,), path)
+    try:
+        shape = shape_of(len(rec["puzzle"]) if isinstance(rec["puzzle"], list) else -1)
+    except ValueError as e:
+        raise DataError(path, f"puzzle: {e}") from None
     grids = [rec["puzzle"], rec["solution"], *rec["predictions"]]
-    if any(not isinstance(g, list) or len(g) != 81 or any(not isinstance(v, int) or not 0 <= v <= 9 for v in g)
-           for g in grids):
-        raise DataError(path, "puzzle, solution and every prediction must be 81 digits 0..9")
+    if any(not isinstance(g, list) or len(g) != shape.cells
+           or any(not isinstance(v, int) or not 0 <= v <= shape.n for v in g) for g in grids):
+        raise DataError(path, f"puzzle, solution and every prediction must be {shape.cells} digits 0..{shape.n} "
+                        f"(a {shape.name} grid, as the puzzle)")
     if len({len(rec[k]) for k in TRACE_STEPS}) != 1 or not rec["predictions"]:
         raise DataError(path, f"{', '.join(TRACE_STEPS)} must have one entry per supervision step each")
     return rec

@@ -1,13 +1,16 @@
 import csv
+import inspect
 import math
 
 import numpy as np
 import pytest
 
 from cgar.sudoku import solver
-from cgar.sudoku.generate import CHUNK_HEADER, SourceMix, Targets, generate_chunk, write_chunk
-from cgar.sudoku.grid import givens_consistent, num_givens, parse_grids, valid_solutions
+from cgar.sudoku.generate import (CHUNK_HEADER, EASY_GIVENS, SourceMix, Targets, _easy_source, generate_chunk,
+                                  write_chunk)
+from cgar.sudoku.grid import SUDOKU_4, SUDOKU_6, givens_consistent, num_givens, parse_grids, valid_solutions
 from cgar.sudoku.rating import class_copy_ratings, class_ratings
+from cgar.sudoku.symmetry import random_symmetries
 
 SOURCES = ("kaggle_like", "unbiased_like", "lowclue", "hard", "extreme")
 ONLY = {name: SourceMix(**{f: float(f == name) for f in SOURCES}) for name in SOURCES}
@@ -121,3 +124,66 @@ def test_write_chunk(tmp_path):
     assert stats["all"]["rating_mean"] == pytest.approx(np.mean([int(r[3]) for r in rows[1:]]))
     assert [tuple(r[:3]) for r in rows[1:]] == [r[:3] for r in generate_chunk(1, 2, 10, ONLY["unbiased_like"])]
     assert stats["all"]["class_rating_mean"] == pytest.approx(np.mean([float(r[4]) for r in rows[1:]]))
+
+
+# ------------------------------------------------------------------------------------ small shapes (6x6, 4x4)
+
+SMALL = [pytest.param(SUDOKU_6, id="6x6"), pytest.param(SUDOKU_4, id="4x4")]
+EASY = ("gen_kaggle_like", "gen_unbiased_like", "gen_lowclue")
+EASY_MIX = SourceMix(kaggle_like=0.3, unbiased_like=0.5, lowclue=0.2, hard=0.0)
+
+
+def check_minimal(q):
+    """Every clue is needed: dropping any one leaves two solutions."""
+    variants = []
+    for p in q:
+        for c in np.flatnonzero(p):
+            v = p.copy()
+            v[c] = 0
+            variants.append(v)
+    return (solver.solve_batch(np.array(variants), limit=2)[1] == 2).all()
+
+
+@pytest.mark.parametrize("shape", SMALL)
+@pytest.mark.parametrize("label", EASY)
+def test_small_shape_easy_sources(shape, label):
+    """The easy sources' kernels on a small grid: valid, unique, givens in the source's range, deterministic."""
+    q, a = _easy_source(label, 40, np.random.default_rng(3), shape)
+    assert q.shape == a.shape == (40, shape.cells)
+    assert valid_solutions(a).all() and givens_consistent(q, a).all()
+    sols, counts, _ = solver.solve_batch(q, limit=2)
+    assert (counts == 1).all() and (sols == a).all()
+    (lo, hi), lowclue = EASY_GIVENS[shape]
+    g = num_givens(q)
+    if label == "gen_kaggle_like":
+        assert ((g >= lo) & (g <= hi)).all()
+    else:
+        assert check_minimal(q[:10])
+        if label == "gen_lowclue":
+            assert (g <= lowclue).all()
+    q2, a2 = _easy_source(label, 40, np.random.default_rng(3), shape)
+    assert (q2 == q).all() and (a2 == a).all()
+    assert not (_easy_source(label, 40, np.random.default_rng(4), shape)[0] == q).all()
+
+
+def test_small_shapes_take_only_the_easy_sources():
+    for mix in (SourceMix(), ONLY["hard"], ONLY["extreme"]):
+        with pytest.raises(ValueError, match=r"the hill-climbed sources \(hard, extreme\) are 9x9 only"):
+            generate_chunk(1, 0, 10, mix, shape=SUDOKU_6)
+
+
+# the rows' stored copies and class ratings need the shape-generic symmetry / canonical / rating modules
+_SHAPED_SYMMETRY = "shape" in inspect.signature(random_symmetries).parameters
+
+
+@pytest.mark.skipif(not _SHAPED_SYMMETRY, reason="needs random_symmetries(rng, n, shape) (shape-generic symmetry)")
+@pytest.mark.parametrize("shape", SMALL)
+def test_small_shape_chunk(shape):
+    rows = generate_chunk(2, 0, 30, EASY_MIX, shape=shape)
+    assert rows == generate_chunk(2, 0, 30, EASY_MIX, shape=shape)
+    q = parse_grids([r[1] for r in rows], shape)
+    a = parse_grids([r[2] for r in rows], shape)
+    assert q.shape == (30, shape.cells) and valid_solutions(a).all() and givens_consistent(q, a).all()
+    sols, counts, ratings = solver.solve_batch(q, limit=2)
+    assert (counts == 1).all() and (sols == a).all() and ratings.tolist() == [r[3] for r in rows]
+    assert {r[0] for r in rows} == set(EASY)

@@ -3,8 +3,12 @@ import pytest
 
 from cgar.sudoku import solver
 from cgar.sudoku.generate import SourceMix, generate_chunk
-from cgar.sudoku.grid import format_grid, givens_consistent, parse_grid, parse_grids, valid_solutions
+from cgar.sudoku.generate_kernels import easy_batch
+from cgar.sudoku.grid import (SUDOKU_4, SUDOKU_6, format_grid, givens_consistent, parse_grid, parse_grids,
+                              shape_of, valid_solutions)
 from cgar.sudoku.reference import reference_solve
+
+SMALL = [pytest.param(SUDOKU_6, id="6x6"), pytest.param(SUDOKU_4, id="4x4")]
 
 # Three published Sudoku-Extreme rows (sudoku_data.md §0): (question, answer, tdoku rating in the CSV, our
 # rating). Our ratings (+LC, lowest-index MRV, values ascending, one run on the stored string) are the
@@ -29,11 +33,27 @@ def generated():
     return parse_grids([r[1] for r in rows]), parse_grids([r[2] for r in rows])
 
 
+@pytest.fixture(scope="module", params=SMALL)
+def small(request):
+    """(shape, puzzles, answers, blanked): 150 random minimal puzzles of a small shape, their solutions, and 150
+    grids with random cells blanked (from unique to many solutions), built by the generator's kernel."""
+    shape = request.param
+    q, a = (np.empty((150, shape.cells), dtype=np.uint8) for _ in range(2))
+    easy_batch(5, len(q), 0, 0, shape.cells, q, a, solver.tables(shape))
+    rng = np.random.default_rng(1)
+    blanked = a.copy()
+    for g in blanked:
+        g[rng.choice(shape.cells, size=int(rng.integers(shape.cells // 2, shape.cells)), replace=False)] = 0
+    return shape, q, a, blanked
+
+
 def search(puzzle, limit, excl=None):
     """(count, guesses, guesses_at_first, solutions) from the numba core."""
-    sols = np.zeros((limit, 81), dtype=np.uint8)
-    excl = np.zeros(81, dtype=np.int32) if excl is None else excl
-    count, guesses, first = solver.search(puzzle, excl, limit, False, solver.new_workspace(), sols)
+    cells = len(puzzle)
+    sols = np.zeros((limit, cells), dtype=np.uint8)
+    excl = np.zeros(cells, dtype=np.int32) if excl is None else excl
+    ws = solver.new_workspace(shape_of(cells))
+    count, guesses, first = solver.search(puzzle, excl, limit, False, ws, sols)
     return count, guesses, first, sols[:count]
 
 
@@ -142,3 +162,59 @@ def test_input_validation():
     with pytest.raises(ValueError, match="limit"):
         solver.solve_batch(np.zeros((1, 81), dtype=np.uint8), limit=0)
     assert solver.solve_batch(np.zeros((0, 81), dtype=np.uint8))[1].shape == (0,)
+
+
+# ------------------------------------------------------------------------------------ small shapes (6x6, 4x4)
+
+
+def test_small_shapes_match_the_reference(small):
+    """Solutions, counts and guess counts (limits 1-3) agree with the pure-Python solver, on unique puzzles and
+    on blanked grids with several solutions; the batch API agrees with the core."""
+    shape, q, a, blanked = small
+    for p in np.concatenate([q[:60], blanked[:90]]):
+        for limit in (1, 3):
+            count, guesses, _, sols = search(p, limit)
+            ref = reference_solve(p, limit=limit)
+            assert count == len(ref.solutions) and guesses == ref.guesses
+            assert (sols == np.array(ref.solutions, dtype=np.uint8).reshape(-1, shape.cells)).all()
+    sols, counts, guesses = solver.solve_batch(q, limit=2)
+    assert (counts == 1).all() and (sols == a).all() and valid_solutions(sols).all()
+    assert guesses.tolist() == [reference_solve(p).guesses for p in q]
+    for x, y in zip(solver.solve_batch(blanked, limit=2), solver.solve_batch(blanked, limit=2, parallel=True)):
+        assert (x == y).all()
+
+
+def test_small_shapes_count_solutions(small):
+    shape, q, _, blanked = small
+    # every clue of a random minimal puzzle is needed: dropping any one leaves at least two solutions
+    for p in q[:10]:
+        for c in np.flatnonzero(p):
+            holed = p.copy()
+            holed[c] = 0
+            assert solver.count_solutions(holed, limit=2) == 2
+    # exact counts below the limit (a minimal puzzle less one clue has 2 to ~10 solutions): puzzles with exactly
+    # two solutions count 2 under a larger limit too
+    rng = np.random.default_rng(2)
+    holed = q[:60].copy()
+    for p in holed:
+        p[rng.choice(np.flatnonzero(p))] = 0
+    exact = [len(reference_solve(p, limit=10).solutions) for p in holed]
+    assert 2 in exact
+    assert solver.solve_batch(holed, limit=10)[1].tolist() == exact
+    assert solver.solve_batch(blanked, limit=3)[1].tolist() == [len(reference_solve(p, 3).solutions) for p in blanked]
+    if shape == SUDOKU_4:
+        assert solver.count_solutions(np.zeros(16, dtype=np.uint8), limit=1000) == 288  # all 4x4 Sudokus
+
+
+def test_small_shapes_contradictions_and_validation(small):
+    shape, q, a, _ = small
+    clash = a[0].copy()
+    clash[:2] = 0
+    clash[0] = clash[1] = 1  # two 1s in row 0
+    assert solver.count_solutions(clash) == 0 and solver.solve(clash) is None
+    assert reference_solve(clash).solutions == []
+    with pytest.raises(ValueError, match=f"1..{shape.n}"):
+        solver.solve(np.full(shape.cells, shape.n + 1))
+    full = a[0]
+    assert solver.count_solutions(full) == 1 and solver.rate(full) == 0
+    assert format_grid(solver.solve(format_grid(q[0]))) == format_grid(a[0])  # a string tells its shape too

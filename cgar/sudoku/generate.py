@@ -4,7 +4,8 @@ Sources (labels and default shares mirror Sudoku-Extreme's mix, see `SourceMix`)
 - `gen_kaggle_like`: random full grid, clues removed in random order while the solution stays unique, stopped
   at a random 30..36 givens (almost always solvable by singles, like the Kaggle set);
 - `gen_unbiased_like`: random minimal puzzle (every clue is needed), like tdoku's `puzzles1_unbiased`;
-- `gen_lowclue`: random minimal puzzles with <= 22 givens (rejection sampling), a cheap stand-in for 17-clue;
+- `gen_lowclue`: random minimal puzzles with <= 22 givens (rejection sampling), a cheap stand-in for 17-clue
+  (these givens counts are 9x9's; `EASY_GIVENS` holds every shape's);
 - `gen_hard`: a pool-based {-d,+?} hill climber on the rating (tdoku's `generate` / the forum's method): take
   a pool member, drop 1-2 clues, re-constrain to a unique puzzle (each added clue comes from a randomized
   limit-2 search, at a cell where the two solutions differ), minimise, score, replace the weakest pool member if
@@ -22,6 +23,10 @@ Every row also carries its class rating (`cgar.sudoku.rating`, k = `class_copies
 sources' acceptance uses: one copy is noisy, and a climber fed noisy scores fills its pool with lucky draws.
 The pool starts from the hardest of a few hundred random minimal puzzles and parents are picked by binary
 tournament. Measured costs and difficulties are in bench/data_bench.py and config/README.md.
+
+Grid shapes: `generate_chunk(..., shape=SUDOKU_6)` (or 4x4) runs the easy sources on the smaller grid. The
+hill-climbed sources are 9x9 only: few random minimal 6x6 puzzles need a guess (~5%; no 4x4 one does), and there
+is no forum difficulty to aim at there.
 """
 
 from __future__ import annotations
@@ -34,10 +39,10 @@ from tqdm import tqdm
 
 from cgar.data.puzzle_csv import HEADER, write_puzzle_csv
 from cgar.sudoku.generate_kernels import climb, easy_batch
-from cgar.sudoku.grid import N_CELLS, format_grids
+from cgar.sudoku.grid import SUDOKU_4, SUDOKU_6, SUDOKU_9, GridShape, format_grids
 from cgar.sudoku.rating import (CLASS_COLUMNS, DEFAULT_CLASS_COPIES, class_copy_ratings, format_class_rating,
                                 summarize_copies)
-from cgar.sudoku.solver import rate_batch
+from cgar.sudoku.solver import rate_batch, tables
 from cgar.sudoku.symmetry import apply_symmetries, random_symmetries
 
 DEFAULT_HARD_THRESHOLD = 20
@@ -48,8 +53,18 @@ EXTREME_FULL_COPIES = 16  # ... and over this many once it would enter the pool 
 EXTREME_PROXY_FRACTION = 0.75  # candidates whose proxy reaches this share of the threshold get the class rating
 EXTREME_POOL_CAP = 4.0  # gen_extreme's pool scores stop at this multiple of the threshold
 POOL_SIZE = 32
-KAGGLE_GIVENS = (30, 36)
-LOWCLUE_MAX_GIVENS = 22
+KAGGLE_GIVENS = (30, 36)  # 9x9's, kept as names: 37-44% of the cells
+LOWCLUE_MAX_GIVENS = 22  # 27% of the cells; random minimal 9x9 puzzles have about 24
+# shape -> ((kaggle_like givens lo, hi), lowclue max givens). kaggle_like: 9x9's share of the cells, rounded.
+# lowclue: the low tail of random minimal puzzles, as 22 is for 9x9 (measured, seed 1: 4% of 9x9 minimal
+# puzzles have <= 22 givens; 19% of 6x6 ones <= 9, the mean being 10.1 and 8 only 0.5%; 69% of 4x4 ones have
+# the fewest possible, 4), so the rejection sampling wastes at most ~25 draws per puzzle
+EASY_GIVENS = {
+    SUDOKU_9: (KAGGLE_GIVENS, LOWCLUE_MAX_GIVENS),
+    SUDOKU_6: ((13, 16), 9),
+    SUDOKU_4: ((6, 7), 4),
+}
+CLIMBED = ("gen_hard", "gen_extreme")
 CHUNK_HEADER = HEADER + CLASS_COLUMNS
 
 
@@ -119,17 +134,25 @@ def _numba_seed(rng: np.random.Generator) -> int:
     return int(rng.integers(0, 2**32))
 
 
-def _easy_source(label: str, n: int, rng: np.random.Generator):
-    """(base puzzles uint8[n, 81], solutions) of an easy source."""
+def _easy_source(label: str, n: int, rng: np.random.Generator, shape: GridShape = SUDOKU_9):
+    """(base puzzles uint8[n, C], solutions) of an easy source on `shape`."""
+    kaggle, lowclue = EASY_GIVENS[shape]
     lo, hi, max_givens = {
-        "gen_kaggle_like": (*KAGGLE_GIVENS, N_CELLS),
-        "gen_unbiased_like": (0, 0, N_CELLS),
-        "gen_lowclue": (0, 0, LOWCLUE_MAX_GIVENS),
+        "gen_kaggle_like": (*kaggle, shape.cells),
+        "gen_unbiased_like": (0, 0, shape.cells),
+        "gen_lowclue": (0, 0, lowclue),
     }[label]
-    q = np.empty((n, N_CELLS), dtype=np.uint8)
-    a = np.empty((n, N_CELLS), dtype=np.uint8)
-    easy_batch(_numba_seed(rng), n, lo, hi, max_givens, q, a)
+    q = np.empty((n, shape.cells), dtype=np.uint8)
+    a = np.empty((n, shape.cells), dtype=np.uint8)
+    easy_batch(_numba_seed(rng), n, lo, hi, max_givens, q, a, tables(shape))
     return q, a
+
+
+def _random_symmetries(rng: np.random.Generator, n: int, shape: GridShape):
+    """`random_symmetries` of the shape. The 9x9 call keeps the shape-less form so that this module runs with
+    the 9x9-only symmetry module too; other shapes need the shape-generic one (`random_symmetries(rng, n,
+    shape)`)."""
+    return random_symmetries(rng, n) if shape == SUDOKU_9 else random_symmetries(rng, n, shape=shape)
 
 
 class _Climber:
@@ -143,8 +166,8 @@ class _Climber:
         self.rng, self.threshold, self.log_score, self.cap = rng, float(threshold), bool(log_score), float(cap)
         self.copies, self.full_copies = int(copies), int(full_copies)
         # warm start: the hardest (one copy) of SEED_FACTOR x POOL_SIZE random minimal puzzles
-        q, a = (np.empty((POOL_SIZE * self.SEED_FACTOR, N_CELLS), dtype=np.uint8) for _ in range(2))
-        easy_batch(_numba_seed(rng), len(q), 0, 0, N_CELLS, q, a)
+        q, a = (np.empty((POOL_SIZE * self.SEED_FACTOR, SUDOKU_9.cells), dtype=np.uint8) for _ in range(2))
+        easy_batch(_numba_seed(rng), len(q), 0, 0, SUDOKU_9.cells, q, a, tables(SUDOKU_9))
         scores = rate_batch(apply_symmetries(q, random_symmetries(rng, len(q)))).astype(np.float64)
         best = np.argsort(-scores, kind="stable")[:POOL_SIZE]
         self.pool, self.pool_sol, self.pool_score = q[best].copy(), a[best].copy(), scores[best]
@@ -152,20 +175,21 @@ class _Climber:
 
     def next_batch(self, n: int):
         sym = random_symmetries(self.rng, self.SYMS_PER_CALL)
-        base, sol = (np.empty((n, N_CELLS), dtype=np.uint8) for _ in range(2))
+        base, sol = (np.empty((n, SUDOKU_9.cells), dtype=np.uint8) for _ in range(2))
         score = np.empty(n, dtype=np.float64)
         got, _, tried = climb(
             _numba_seed(self.rng), self.pool, self.pool_sol, self.pool_score, sym.source_index(), sym.digit_map,
             self.threshold, self.copies, self.full_copies, self.log_score, self.cap, n, base, sol, score,
+            tables(SUDOKU_9),
         )
         self.tried += tried
         return base[:got], sol[:got]
 
 
-def _source_rows(label, n, rng, seen, bar, targets: Targets, max_rounds=10_000):
+def _source_rows(label, n, rng, seen, bar, targets: Targets, shape: GridShape = SUDOKU_9, max_rounds=10_000):
     """n distinct rows of one source; `seen` holds the base (unpermuted) strings already emitted in the chunk."""
     rows: list[tuple] = []
-    climbed = label in ("gen_hard", "gen_extreme")
+    climbed = label in CLIMBED
     if climbed and n:
         *climb_args, class_threshold = targets.climb(label)
         climber = _Climber(rng, *climb_args)
@@ -173,13 +197,13 @@ def _source_rows(label, n, rng, seen, bar, targets: Targets, max_rounds=10_000):
         if len(rows) >= n:
             return rows
         want = n - len(rows)
-        base, sol = climber.next_batch(want) if climbed else _easy_source(label, want, rng)
+        base, sol = climber.next_batch(want) if climbed else _easy_source(label, want, rng, shape)
         per_copy = class_copy_ratings(base, targets.class_copies)
         mean, sd = summarize_copies(per_copy)
         if climbed:  # acceptance on the class copies: a property of the puzzle, not of one lucky copy
             ok = (mean if label == "gen_hard" else np.median(per_copy, axis=1)) >= class_threshold
             base, sol, mean, sd = base[ok], sol[ok], mean[ok], sd[ok]
-        sym = random_symmetries(rng, len(base))  # the stored copy: fresh, never looked at by the acceptance
+        sym = _random_symmetries(rng, len(base), shape)  # the stored copy: fresh, never looked at by the acceptance
         q, a = apply_symmetries(base, sym), apply_symmetries(sol, sym)
         ratings = rate_batch(q)
         # exact duplicates are dropped; for climbed puzzles also re-finds of the same base puzzle
@@ -195,14 +219,20 @@ def _source_rows(label, n, rng, seen, bar, targets: Targets, max_rounds=10_000):
 
 
 def generate_chunk(seed: int, chunk: int, size: int, mix: SourceMix = SourceMix(), progress: bool = False,
-                   targets: Targets = Targets(), **target_kwargs) -> list[tuple]:
-    """`size` rows (source, question, answer, rating, class_rating, class_rating_sd) in shuffled order; chunk k
-    of seed s is always the same. `target_kwargs` (hard_threshold=..., ...) override fields of `targets`.
+                   targets: Targets = Targets(), shape: GridShape = SUDOKU_9, **target_kwargs) -> list[tuple]:
+    """`size` rows (source, question, answer, rating, class_rating, class_rating_sd) of `shape` in shuffled order;
+    chunk k of seed s is always the same. `target_kwargs` (hard_threshold=..., ...) override fields of `targets`.
 
     Each source draws from its own child of SeedSequence([seed, chunk]), so chunks are independent and a source's
     puzzles do not depend on the other sources' counts."""
     if seed < 0 or chunk < 0 or size < 0:
         raise ValueError(f"seed, chunk and size must be >= 0, got {seed}, {chunk}, {size}")
+    if shape not in EASY_GIVENS:
+        raise ValueError(f"unknown grid shape {shape!r}")
+    climbed_shares = {k: v for k, v in mix.shares().items() if k in CLIMBED and v > 0}
+    if shape != SUDOKU_9 and climbed_shares:
+        raise ValueError(f"{shape.name} grid: the hill-climbed sources (hard, extreme) are 9x9 only, got shares "
+                         f"{climbed_shares}; use the easy sources (kaggle_like, unbiased_like, lowclue)")
     if target_kwargs:
         targets = Targets(**{**targets.__dict__, **target_kwargs})
     counts = mix.counts(size)
@@ -211,7 +241,7 @@ def generate_chunk(seed: int, chunk: int, size: int, mix: SourceMix = SourceMix(
     seen: set[str] = set()
     with tqdm(total=size, disable=not progress, file=sys.stderr, unit="puzzle", desc=f"chunk {chunk}") as bar:
         for (label, n), ss in zip(counts.items(), source_seeds):
-            rows += _source_rows(label, n, np.random.default_rng(ss), seen, bar, targets)
+            rows += _source_rows(label, n, np.random.default_rng(ss), seen, bar, targets, shape)
     order = np.random.default_rng(shuffle_seed).permutation(len(rows))
     return [rows[i] for i in order]
 
@@ -221,7 +251,7 @@ def summarize(rows) -> dict:
     def stats(sel) -> dict:
         ratings = np.array([r[3] for r in sel], dtype=np.int64)
         classes = np.array([float(r[4]) for r in sel], dtype=np.float64)
-        givens = np.array([N_CELLS - r[1].count(".") for r in sel], dtype=np.int64)
+        givens = np.array([len(r[1]) - r[1].count(".") for r in sel], dtype=np.int64)
         hist = dict(zip(*(v.tolist() for v in np.unique(givens, return_counts=True))))
         nan = float("nan")
         return {
@@ -238,12 +268,13 @@ def summarize(rows) -> dict:
     return {"all": stats(rows), "sources": {k: stats([r for r in rows if r[0] == k]) for k in labels}}
 
 
-def write_chunk(path, seed: int, chunk: int, size: int, mix: SourceMix = SourceMix(), **kwargs) -> dict:
-    """Generate a chunk (see `generate_chunk`; kwargs pass through), write it atomically as a puzzle CSV with the
-    class-rating columns and return `summarize` of it."""
-    rows = generate_chunk(seed, chunk, size, mix, **kwargs)
+def write_chunk(path, seed: int, chunk: int, size: int, mix: SourceMix = SourceMix(),
+                shape: GridShape = SUDOKU_9, **kwargs) -> dict:
+    """Generate a chunk of `shape` (see `generate_chunk`; kwargs pass through), write it atomically as a puzzle
+    CSV with the class-rating columns and return `summarize` of it."""
+    rows = generate_chunk(seed, chunk, size, mix, shape=shape, **kwargs)
     write_puzzle_csv(path, rows, header=CHUNK_HEADER)
     return summarize(rows)
 
 
-__all__ = ["SourceMix", "Targets", "generate_chunk", "write_chunk", "summarize", "CHUNK_HEADER"]
+__all__ = ["SourceMix", "Targets", "generate_chunk", "write_chunk", "summarize", "CHUNK_HEADER", "EASY_GIVENS"]

@@ -1,7 +1,8 @@
 """Numba kernels of the generator (`cgar.sudoku.generate`): grids, clue removal, re-constraining, hill climbing.
 
 All randomness comes from numba's own generator, seeded at the start of each batch kernel, so a kernel call is a
-pure function of its seed and arguments.
+pure function of its seed and arguments. The kernels work on every grid shape: sizes come from the arrays, and
+the batch kernels take the shape's `solver.Tables` (`tab`) to build their search workspace.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cgar.sudoku.grid import N_CELLS
-from cgar.sudoku.solver import new_workspace, search
+from cgar.sudoku.solver import search, workspace
+
 
 @njit(cache=True)
 def has_other_solution(puzzle, c, v, ws, excl, sols):
@@ -27,9 +28,9 @@ def reduce_clues(puzzle, target_givens, ws, excl, sols):
 
     The puzzle must be unique on entry. target_givens=0 tries every clue once, leaving a minimal puzzle."""
     givens = 0
-    for c in range(N_CELLS):
+    for c in range(len(puzzle)):
         givens += puzzle[c] != 0
-    for c in np.random.permutation(N_CELLS):
+    for c in np.random.permutation(len(puzzle)):
         if givens <= target_givens:
             break
         v = puzzle[c]
@@ -54,10 +55,10 @@ def constrain(puzzle, solution, ws, excl, sols2):
             solution[:] = sols2[0]
             return count == 1
         n_diff = 0
-        for c in range(N_CELLS):
+        for c in range(len(puzzle)):
             n_diff += sols2[0, c] != sols2[1, c]
         k = np.random.randint(0, n_diff)
-        for c in range(N_CELLS):
+        for c in range(len(puzzle)):
             if sols2[0, c] != sols2[1, c]:
                 if k == 0:
                     puzzle[c] = sols2[0, c]
@@ -66,14 +67,16 @@ def constrain(puzzle, solution, ws, excl, sols2):
 
 
 @njit(cache=True)
-def easy_batch(seed, n, lo, hi, max_givens, out_q, out_a):
-    """n unique puzzles: random grid, then `reduce_clues` to a random target in lo..hi (0 = minimal); puzzles with
-    more than max_givens givens are rejected and redrawn."""
+def easy_batch(seed, n, lo, hi, max_givens, out_q, out_a, tab):
+    """n unique puzzles (uint8[n, C] out_q, solutions out_a) of the shape of `tab`: random grid, then
+    `reduce_clues` to a random target in lo..hi (0 = minimal); puzzles with more than max_givens givens are
+    rejected and redrawn."""
     np.random.seed(seed)
-    ws = new_workspace()
-    excl = np.zeros(N_CELLS, dtype=np.int32)
-    sols = np.empty((2, N_CELLS), dtype=np.uint8)
-    empty = np.zeros(N_CELLS, dtype=np.uint8)
+    ws = workspace(tab)
+    cells = out_q.shape[1]
+    excl = np.zeros(cells, dtype=np.int32)
+    sols = np.empty((2, cells), dtype=np.uint8)
+    empty = np.zeros(cells, dtype=np.uint8)
     for i in range(n):
         while True:
             search(empty, excl, 1, True, ws, sols)  # random full grid: random value order
@@ -87,18 +90,18 @@ def easy_batch(seed, n, lo, hi, max_givens, out_q, out_a):
 @njit(cache=True)
 def permute(grid, src, digit_map, out):
     """out = symmetry (src cell index, digit map) applied to grid; the numba twin of `apply_symmetries`."""
-    for k in range(N_CELLS):
+    for k in range(len(out)):
         out[k] = digit_map[grid[src[k]]]
 
 
 @njit(cache=True)
 def climb(seed, pool, pool_sol, pool_score, sym_src, sym_map, threshold, copies, full_copies, log_score, cap,
-          max_out, out_base, out_sol, out_score):
+          max_out, out_base, out_sol, out_score, tab):
     """Run the hill climber until `max_out` candidates scored >= threshold or the symmetries run out.
 
-    Pool (uint8[P, 81] puzzles, solutions, float64[P] scores) is updated in place. A candidate's score is its mean
+    Pool (uint8[P, C] puzzles, solutions, float64[P] scores) is updated in place. A candidate's score is its mean
     rating over `copies` symmetric copies, or with `log_score` their geometric mean exp(mean(log(1 + g))) - 1,
-    which tracks the median copy instead of the few orientations that blow up (symmetries: int64[M, 81] source
+    which tracks the median copy instead of the few orientations that blow up (symmetries: int64[M, C] source
     indices, uint8[M, 10] digit maps, consumed in order). A candidate whose score on `copies` would enter the pool
     or pass the threshold is rated on `full_copies` (>= copies) in all and scored on those: pool members then
     carry a less lucky score, so the pool does not fill with puzzles that merely drew hard copies.
@@ -108,12 +111,13 @@ def climb(seed, pool, pool_sol, pool_score, sym_src, sym_map, threshold, copies,
     them under a fresh symmetry, so the stored string's rating is not one the selection looked at.
     Returns (accepted, symmetries used, candidates tried)."""
     np.random.seed(seed)
-    ws = new_workspace()
-    excl = np.zeros(N_CELLS, dtype=np.int32)
-    sols = np.empty((2, N_CELLS), dtype=np.uint8)
-    puzzle = np.empty(N_CELLS, dtype=np.uint8)
-    solution = np.empty(N_CELLS, dtype=np.uint8)
-    copy = np.empty(N_CELLS, dtype=np.uint8)
+    ws = workspace(tab)
+    cells = pool.shape[1]
+    excl = np.zeros(cells, dtype=np.int32)
+    sols = np.empty((2, cells), dtype=np.uint8)
+    puzzle = np.empty(cells, dtype=np.uint8)
+    solution = np.empty(cells, dtype=np.uint8)
+    copy = np.empty(cells, dtype=np.uint8)
     n_pool = len(pool)
     used = 0
     n_out = 0

@@ -3,18 +3,35 @@
 Written for readability, not speed (roughly 25-50x slower than the numba solver): candidates are Python sets,
 rules are applied one at a time until nothing changes, and the search is recursive. Because every rule is
 monotone, the fixpoint is the same as the numba solver's bit-parallel passes reach, so solutions, solution
-counts and guess counts must agree exactly.
+counts and guess counts must agree exactly. Any `GridShape` works; the puzzle's length tells which.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
-from cgar.sudoku.grid import N_CELLS, UNITS
+from cgar.sudoku.grid import GridShape, shape_of
 
-UNIT_CELLS = [[int(c) for c in u] for u in UNITS]
-PEERS = [sorted({p for u in UNIT_CELLS if c in u for p in u} - {c}) for c in range(N_CELLS)]
-ROWS, COLS, BOXES = UNIT_CELLS[:9], UNIT_CELLS[9:18], UNIT_CELLS[18:]
+
+@dataclass(frozen=True)
+class Layout:
+    """A shape's units as Python lists."""
+
+    n: int
+    rows: list[list[int]]
+    cols: list[list[int]]
+    boxes: list[list[int]]
+    peers: list[list[int]]
+    units: list[list[int]]  # rows + cols + boxes
+
+
+@lru_cache(maxsize=None)
+def layout(shape: GridShape) -> Layout:
+    units = [[int(c) for c in u] for u in shape.units]
+    peers = [sorted({p for u in units if c in u for p in u} - {c}) for c in range(shape.cells)]
+    n = shape.n
+    return Layout(n, units[:n], units[n:2 * n], units[2 * n:], peers, units)
 
 
 class Contradiction(Exception):
@@ -25,21 +42,22 @@ class Contradiction(Exception):
 class State:
     grid: list[int]  # 0 = blank
     cand: list[set[int]]  # candidates of blank cells; empty once placed
+    lay: Layout
 
     def copy(self) -> "State":
-        return State(self.grid[:], [set(s) for s in self.cand])
+        return State(self.grid[:], [set(s) for s in self.cand], self.lay)
 
     def place(self, c: int, v: int) -> None:
         if v not in self.cand[c]:
             raise Contradiction
         self.grid[c] = v
         self.cand[c] = set()
-        for p in PEERS[c]:
+        for p in self.lay.peers[c]:
             self.cand[p].discard(v)
 
 
 def _naked_singles(s: State) -> bool:
-    for c in range(N_CELLS):
+    for c in range(len(s.grid)):
         if s.grid[c] == 0:
             if not s.cand[c]:
                 raise Contradiction
@@ -50,9 +68,9 @@ def _naked_singles(s: State) -> bool:
 
 
 def _hidden_singles(s: State) -> bool:
-    for unit in UNIT_CELLS:
+    for unit in s.lay.units:
         placed = {s.grid[c] for c in unit}
-        for d in range(1, 10):
+        for d in range(1, s.lay.n + 1):
             if d in placed:
                 continue
             spots = [c for c in unit if d in s.cand[c]]
@@ -67,12 +85,12 @@ def _hidden_singles(s: State) -> bool:
 def _locked_candidates(s: State) -> bool:
     """Pointing (a box's d all on one line -> not elsewhere on that line) and claiming (the reverse)."""
     changed = False
-    for box in BOXES:
-        for line in ROWS + COLS:
+    for box in s.lay.boxes:
+        for line in s.lay.rows + s.lay.cols:
             inter = set(box) & set(line)
             if not inter:
                 continue
-            for d in range(1, 10):
+            for d in range(1, s.lay.n + 1):
                 in_inter = any(d in s.cand[c] for c in inter)
                 if not in_inter:
                     continue
@@ -94,11 +112,12 @@ def propagate(s: State) -> None:
 
 
 def initial_state(puzzle, excl=None) -> State:
-    s = State([0] * N_CELLS, [set(range(1, 10)) for _ in range(N_CELLS)])
+    lay = layout(shape_of(len(puzzle)))
+    s = State([0] * len(puzzle), [set(range(1, lay.n + 1)) for _ in range(len(puzzle))], lay)
     if excl is not None:
         for c, bad in excl.items():
             s.cand[c] -= set(bad)
-    for c in range(N_CELLS):
+    for c in range(len(puzzle)):
         if puzzle[c]:
             s.place(c, int(puzzle[c]))
     return s
@@ -123,7 +142,7 @@ def reference_solve(puzzle, limit: int = 1, excl: dict[int, set[int]] | None = N
         return res
 
     def dfs(s: State) -> bool:  # True once `limit` solutions are found
-        blanks = [c for c in range(N_CELLS) if s.grid[c] == 0]
+        blanks = [c for c in range(len(s.grid)) if s.grid[c] == 0]
         if not blanks:
             res.solutions.append(s.grid[:])
             return len(res.solutions) >= limit

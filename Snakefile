@@ -1,7 +1,7 @@
 # CGAR on Tiny Recursive Models for Sudoku-Extreme: the whole experiment as one DAG.
 #
 #   snakemake --cores all --use-conda                      # paper-scale run on a GPU workstation
-#   snakemake --cores all --configfile config/quick.yaml   # whole pipeline on a laptop CPU, <= 20 min
+#   snakemake --cores all --configfile config/laptop.yaml  # whole pipeline on a laptop CPU (6x6 grids), <= 30 min
 #   snakemake --workflow-profile profiles/slurm --use-conda # on a SLURM cluster
 #   snakemake figures --config cached_results=true         # re-render tables/figures from cached runs
 #

@@ -57,13 +57,25 @@ def test_paper_config_dry_run_with_the_slurm_profile():
     assert jobs["train"] == 12 and jobs["generate_chunk"] == 222
 
 
+def test_laptop_config_dry_run():
+    """config/laptop.yaml (issue 12) validates against the schema and plans the 4 variants x >= 3 seeds, each with
+    its three evaluations, on a 6x6 grid."""
+    cfg = yaml.safe_load((ROOT / "config/laptop.yaml").read_text())
+    seeds = len(cfg["seeds"])
+    assert seeds >= 3 and sorted(cfg["experiments"]) == ["baseline", "cgar", "hsw", "pdc"]
+    assert cfg["data"]["generate"]["grid"] == "6x6" and cfg["data"]["generate"]["test_size"] >= 1000
+    jobs = planned_jobs(smk("-n", "--cores", "2", "--forceall", "--configfile", "config/laptop.yaml"))
+    assert jobs["train"] == jobs["evaluate"] == jobs["evaluate_best"] == jobs["evaluate_act"] == 4 * seeds
+    assert jobs["flops"] == 4 * seeds and jobs["trace"] == 4 and jobs["build_dataset"] == 1
+
+
 def test_paper_config_stops_at_once_without_a_gpu(tmp_path):
     if shutil.which("nvidia-smi"):
         pytest.skip("this machine has a GPU")
     (tmp_path / "config").mkdir()
     shutil.copy(ROOT / "config/config.yaml", tmp_path / "config/config.yaml")
     r = smk("--cores", "1", "--directory", tmp_path, timeout=120)
-    assert r.returncode != 0 and "requires a GPU" in r.stderr and "config/quick.yaml" in r.stderr
+    assert r.returncode != 0 and "requires a GPU" in r.stderr and "config/laptop.yaml" in r.stderr
     assert not (tmp_path / "results").exists()
 
 
@@ -298,6 +310,9 @@ def _set(path: str, value):
         (_set("experiments.pdc.pdc.stages", [[0.0, 5, 5]]),
          ["config: experiments.pdc (merged with run_defaults): pdc.stages: stage depth [(5, 5)] exceeds"]),
         (_set("report.baseline", "nope"), ["config: report.baseline: 'nope' is not an experiment"]),
+        (_set("data.generate.grid", "6x6"),  # .test's mix is 73.5% gen_hard
+         ["config: data.generate.mix.hard: the hill-climbed sources are 9x9 only, but data.generate.grid is 6x6"]),
+        (_set("data.generate.grid", "5x5"), ["On instance['data']['generate']['grid']"]),
         (_set("resources.gpus_per_run", 3),
          ["config: experiments.baseline (merged with run_defaults): train.global_batch_size: 16 is not divisible "
           "by the 3 ranks"]),

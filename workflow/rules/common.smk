@@ -246,7 +246,8 @@ def grid_name() -> str:
 
 def _check_grid() -> None:
     """The hill-climbed sources exist for 9x9 only (small grids barely need guessing) and the real
-    Sudoku-Extreme files are 9x9: refuse the combinations at DAG build, naming the key."""
+    Sudoku-Extreme files are 9x9: refuse the combinations at DAG build, naming the key.
+    """
     grid = grid_name()
     if grid == "9x9" or config["data"]["source"] != "generate":
         return
@@ -358,6 +359,6 @@ onstart:
     ):
         raise WorkflowError(
             "this config trains at paper scale and requires a GPU (resources.require_gpu: true), but no "
-            "GPU was found (no nvidia-smi). For a CPU run use the quick config: "
-            "snakemake --cores all --configfile config/quick.yaml"
+            "GPU was found (no nvidia-smi). For a CPU run use the laptop config: "
+            "snakemake --cores all --configfile config/laptop.yaml"
         )

@@ -1,5 +1,6 @@
-"""The small training step of `cgar.train` (the quick shape by default): where its time goes, and the plain step
-against the fast step side by side (issue 12, "Speed of the small step"). Run through `train_bench.py --small-step`.
+"""The small training step of `cgar.train` (config/laptop.yaml's shape by default): where its time goes, the plain
+step against the fast step side by side, and the laptop shape against the old quick shape side by side (issue 12,
+"Speed of the small step"). Run through `train_bench.py --small-step`.
 
 Both measure the real `Trainer.train_step` (DeepSpeed engine, AdamATan2, SignSGD, EMA, loss, data) on a small
 built dataset of generated kaggle-like puzzles in a temporary folder:
@@ -10,6 +11,9 @@ built dataset of generated kaggle-like puzzles in a temporary folder:
 - `compare`: two Trainers of the same run, one with `fast_step=False` (the plain step) and one with the fast step,
   alternating blocks of steps for several rounds so that load from other processes hits both alike; a dense matmul
   probe runs in every round. Prints the median steps/s ratio and the achieved FLOP/s as a share of the probe.
+- `compare_shapes`: the same alternation between two shapes (`--before-after`: the old quick config's 9x9 TRM
+  block, prefix 16 and 256-rounded SwiGLUs, against the laptop config's 6x6, prefix 1, 64-rounded), each its own
+  dataset; prints steps/s, samples/s and the share of the matmul probe of each.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,6 +32,7 @@ from cgar.data.build import BuildConfig, build_dataset
 from cgar.engine import compute_init
 from cgar.flops import step_flops
 from cgar.sudoku.generate import SourceMix, write_chunk
+from cgar.sudoku.grid import grid_shape
 from cgar.train import Trainer
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
@@ -43,21 +49,45 @@ COPY_OPS = ("aten::copy_", "aten::cat", "aten::clone", "aten::contiguous", "aten
             "aten::stack", "aten::full", "aten::resize_")
 
 
-def quick_run_config(data_dir: Path, hidden: int, batch: int, T: int, n: int, sup: int) -> dict:
-    """config/quick.yaml's run_defaults at the given shape (checkpoints and logging as cgar.train does them)."""
+@dataclass(frozen=True)
+class StepShape:
+    """What sets a small step's cost: the grid and the model's shape (defaults: config/laptop.yaml)."""
+
+    grid: str = "6x6"
+    hidden: int = 64
+    batch: int = 32
+    T: int = 2
+    n: int = 2
+    sup: int = 8
+    prefix: int = 1  # model.puzzle_emb_len (TRM: 16)
+    ffn_multiple: int = 64  # model.ffn_multiple (TRM: 256)
+
+    def __str__(self) -> str:
+        return (f"{self.grid}, hidden {self.hidden}, batch {self.batch}, T={self.T}, n={self.n}, {self.sup} "
+                f"supervision steps, prefix {self.prefix}, SwiGLU rounded to {self.ffn_multiple}")
+
+
+LAPTOP = StepShape()
+QUICK = StepShape(grid="9x9", prefix=16, ffn_multiple=256)  # the old config/quick.yaml (issue 12's "before")
+
+
+def small_run_config(data_dir: Path, s: StepShape) -> dict:
+    """config/laptop.yaml's run_defaults at the given shape (checkpoints and logging as cgar.train does them)."""
     return {"data_dir": str(data_dir),
-            "model": {"hidden_size": hidden, "mlp_t": True, "H_cycles": T, "L_cycles": n, "halt_max_steps": sup},
-            "train": {"global_batch_size": batch, "epochs": 48, "epochs_per_iter": 8, "optimizer": "adam_atan2",
-                      "lr": 1e-3, "lr_warmup_steps": 40, "weight_decay": 0.1, "puzzle_emb_lr": 1e-3,
-                      "puzzle_emb_weight_decay": 0.1, "ema_rate": 0.99, "checkpoint_every": 10**9, "log_every": 10,
+            "model": {"hidden_size": s.hidden, "mlp_t": True, "H_cycles": s.T, "L_cycles": s.n,
+                      "halt_max_steps": s.sup, "puzzle_emb_len": s.prefix, "ffn_multiple": s.ffn_multiple},
+            "train": {"global_batch_size": s.batch, "epochs": 48, "epochs_per_iter": 8, "optimizer": "adam_atan2",
+                      "lr": 3e-3, "lr_warmup_steps": 40, "weight_decay": 0.1, "puzzle_emb_lr": 3e-3,
+                      "puzzle_emb_weight_decay": 0.1, "ema_rate": 0.99, "checkpoint_every": 10**9, "log_every": 25,
                       "device": "cpu", "seed": 0}}
 
 
-def make_dataset(root: Path, puzzles: int = 200, num_aug: int = 7) -> Path:
+def make_dataset(root: Path, grid: str = "6x6", puzzles: int = 200, num_aug: int = 7) -> Path:
     """A built dataset of generated kaggle-like puzzles (fast to generate; the step's cost does not depend on it)."""
     easy = SourceMix(kaggle_like=1.0, unbiased_like=0.0, lowclue=0.0, hard=0.0)
-    write_chunk(root / "train.csv", seed=0, chunk=0, size=puzzles, mix=easy)
-    write_chunk(root / "test.csv", seed=0, chunk=1, size=8, mix=easy)
+    shape = grid_shape(grid)
+    write_chunk(root / "train.csv", seed=0, chunk=0, size=puzzles, mix=easy, shape=shape)
+    write_chunk(root / "test.csv", seed=0, chunk=1, size=8, mix=easy, shape=shape)
     build_dataset(root / "train.csv", root / "test.csv", root / "ds", BuildConfig(subsample_size=None, num_aug=num_aug))
     return root / "ds"
 
@@ -65,10 +95,10 @@ def make_dataset(root: Path, puzzles: int = 200, num_aug: int = 7) -> Path:
 class Setup:
     """A temporary dataset and the process group; `trainer(fast)` builds a Trainer of the same run."""
 
-    def __init__(self, hidden: int, batch: int, T: int, n: int, sup: int):
+    def __init__(self, shape: StepShape, rt=None):
         self.tmp = Path(tempfile.mkdtemp(prefix="small_step_"))
-        self.cfg = config_from_dict(quick_run_config(make_dataset(self.tmp), hidden, batch, T, n, sup))
-        self.rt = compute_init("cpu")
+        self.cfg = config_from_dict(small_run_config(make_dataset(self.tmp, shape.grid), shape))
+        self.rt = rt or compute_init("cpu")
         self.count = 0
 
     def trainer(self, fast: bool) -> Trainer:
@@ -229,18 +259,45 @@ def _block(tr: Trainer, steps: int) -> tuple[float, float]:
     return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / torch.get_num_threads() / steps
 
 
-def compare(setup: Setup, rounds: int, steps: int, warmup: int = 3) -> None:
-    plain, fast = setup.trainer(False), setup.trainer(True)
-    for tr in (plain, fast):
+def alternate(trainers: dict[str, Trainer], rounds: int, steps: int, warmup: int = 3):
+    """Blocks of `steps` steps of each trainer in turn for `rounds` rounds (the order reversed every other round, so
+    drifting load hits all alike), a matmul probe per round. Returns ({name: [(wall, cpu) per step]}, probes)."""
+    for tr in trainers.values():
         for _ in range(warmup):
             tr.train_step()
-    samples: dict[str, list[tuple[float, float]]] = {"plain": [], "fast": []}
+    samples: dict[str, list[tuple[float, float]]] = {k: [] for k in trainers}
     probes = []
-    for r in range(rounds):  # alternate, and swap who goes first, so drifting load hits both alike
-        order = (("plain", plain), ("fast", fast)) if r % 2 == 0 else (("fast", fast), ("plain", plain))
+    for r in range(rounds):
         probes.append(_probe_flops_per_s())
-        for name, tr in order:
+        for name, tr in (list(trainers.items()) if r % 2 == 0 else list(trainers.items())[::-1]):
             samples[name].append(_block(tr, steps))
+    return samples, probes
+
+
+def compare_shapes(before: StepShape, after: StepShape, rounds: int, steps: int) -> None:
+    """The real training step at two shapes side by side: steps/s, samples/s, share of the matmul probe."""
+    rt = compute_init("cpu")
+    setups = {"before": Setup(before, rt), "after": Setup(after, rt)}
+    trainers = {k: s.trainer(True) for k, s in setups.items()}
+    samples, probes = alternate(trainers, rounds, steps)
+    probe = statistics.median(p[0] for p in probes)
+    print(f"\n-- the training step at two shapes, {rounds} rounds x {steps} steps each, alternating (wall time, "
+          f"medians; fp32 matmul probe {probe / 1e9:.1f} GFLOP/s)")
+    per = {}
+    for k, tr in trainers.items():
+        m, batch = setups[k].cfg.model, setups[k].cfg.train.global_batch_size
+        flops = step_flops(tr.mcfg, m.H_cycles, m.L_cycles, batch)
+        per[k] = statistics.median(s[0] for s in samples[k])
+        print(f"  {k:6s} [{before if k == 'before' else after}]: {1 / per[k]:.2f} steps/s, {batch / per[k]:.0f} "
+              f"samples/s, {flops / 1e9:.2f} GFLOP per step, {flops / per[k] / probe:.1%} of the probe")
+    ratios = [b[0] / a[0] for b, a in zip(samples["before"], samples["after"])]
+    print(f"  after / before steps/s: median of per-round ratios {statistics.median(ratios):.2f} "
+          f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+
+
+def compare(setup: Setup, rounds: int, steps: int, warmup: int = 3) -> None:
+    plain, fast = setup.trainer(False), setup.trainer(True)
+    samples, probes = alternate({"plain": plain, "fast": fast}, rounds, steps, warmup)
     mcfg = setup.cfg.model
     flops = step_flops(fast.mcfg, mcfg.H_cycles, mcfg.L_cycles, setup.cfg.train.global_batch_size)
     print(f"\n-- plain step vs fast step, {rounds} rounds x {steps} steps each, alternating "
@@ -259,10 +316,12 @@ def compare(setup: Setup, rounds: int, steps: int, warmup: int = 3) -> None:
               f"fast {flops / best['fast'] / best_probe:.1%}")
 
 
-def run(hidden: int, batch: int, T: int, n: int, sup: int, rounds: int, steps: int, profile_steps: int) -> None:
-    print(f"small step: hidden {hidden}, batch {batch}, T={T}, n={n}, {sup} supervision steps, mlp_t, "
-          f"{torch.get_num_threads()} thread(s), torch {torch.__version__}")
-    setup = Setup(hidden, batch, T, n, sup)
+def run(shape: StepShape, rounds: int, steps: int, profile_steps: int, before_after: bool = False) -> None:
+    print(f"small step: {shape}, mlp_t, {torch.get_num_threads()} thread(s), torch {torch.__version__}")
+    if before_after:
+        compare_shapes(QUICK, shape, rounds, steps)
+        return
+    setup = Setup(shape)
     if rounds:
         compare(setup, rounds, steps)
     if profile_steps:

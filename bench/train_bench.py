@@ -2,7 +2,8 @@
 FLOP/s, and PDC's wall-clock saving against its FLOPs saving (issue 3).
 
 Usage: python bench/train_bench.py [--device auto] [--batch 16] [--steps 5] [--threads N] [--no-diagnose]
-       python bench/train_bench.py --small-step [--shape 64,32,2,2,8] [--rounds 6] [--block 5] [--profile-steps 5]
+       python bench/train_bench.py --small-step [--shape 64,32,2,2,8] [--grid 6x6] [--prefix 1] [--ffn-multiple 64]
+                                   [--before-after] [--rounds 6] [--block 5] [--profile-steps 5]
 
 Model: TRM with the paper's shape (hidden 512, mlp_t, 2 blocks, 97 positions, full depth T=3, n=6). A step is
 what `cgar.train` does minus DeepSpeed: refill + T(n+1) net applications (T-1 cycles under no_grad) + heads,
@@ -16,7 +17,8 @@ Diagnosis (default on): the model's own GEMM shapes timed alone (what its matmul
 and a profiler breakdown of one full-depth step into matmul and other ops.
 
 --small-step (bench/small_step.py): cgar.train's own step (DeepSpeed engine and all) at a small shape, default
-config/quick.yaml's (hidden 64, batch 32, T=2, n=2, 8 supervision steps): the plain step and the fast step
+config/laptop.yaml's (6x6, hidden 64, batch 32, T=2, n=2, 8 supervision steps, prefix 1, SwiGLU rounded to 64;
+--before-after: against the old quick shape, 9x9 with TRM's prefix 16 and 256-rounding): the plain step and the fast step
 (`Trainer(fast_step=...)`, bitwise the same training) alternating in one run, their steps/s ratio and achieved
 FLOP/s as a share of an fp32 matmul probe; --profile-steps N adds where each step's time goes (docs/step_profile.md).
 
@@ -183,7 +185,13 @@ def parse_args() -> argparse.Namespace:
     small.add_argument("--small-step", action="store_true",
                        help="instead of the paper shape: the training step at --shape, plain and fast side by side")
     small.add_argument("--shape", default="64,32,2,2,8", metavar="HIDDEN,BATCH,T,N,SUP",
-                       help="hidden size, global batch, T, n, supervision steps (default: config/quick.yaml's)")
+                       help="hidden size, global batch, T, n, supervision steps (default: config/laptop.yaml's)")
+    small.add_argument("--grid", default="6x6", choices=("9x9", "6x6", "4x4"), help="the puzzles' grid (laptop: 6x6)")
+    small.add_argument("--prefix", type=int, default=1, help="model.puzzle_emb_len (laptop: 1, TRM: 16)")
+    small.add_argument("--ffn-multiple", type=int, default=64, help="model.ffn_multiple (laptop: 64, TRM: 256)")
+    small.add_argument("--before-after", action="store_true",
+                       help="the old quick shape (9x9, prefix 16, SwiGLU rounded to 256) against --grid/--shape/"
+                            "--prefix/--ffn-multiple, alternating in one run")
     small.add_argument("--rounds", type=int, default=6, help="alternating rounds of plain and fast blocks (0: none)")
     small.add_argument("--block", type=int, default=5, help="steps per block")
     small.add_argument("--profile-steps", type=int, default=0, help="also profile this many steps of each path")
@@ -199,7 +207,9 @@ def main() -> None:
     if a.small_step:
         import small_step
 
-        small_step.run(*(int(v) for v in a.shape.split(",")), a.rounds, a.block, a.profile_steps)
+        hidden, batch, T, n, sup = (int(v) for v in a.shape.split(","))
+        shape = small_step.StepShape(a.grid, hidden, batch, T, n, sup, a.prefix, a.ffn_multiple)
+        small_step.run(shape, a.rounds, a.block, a.profile_steps, a.before_after)
         return
     cfg = TRMConfig()  # the paper's shape
     stages = [(T, n) for _, T, n in PAPER_STAGES]

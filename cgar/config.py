@@ -37,7 +37,7 @@ class ModelSection:
     halt_max_steps: int = 16
     halt_exploration_prob: float = 0.1
     puzzle_emb_len: int = 16
-    forward_dtype: str = "auto"  # auto = bfloat16 on CUDA, float32 on CPU
+    forward_dtype: str = "auto"  # auto = bfloat16 on a GPU with native bf16 (compute capability >= 8.0), else float32
 
 
 @dataclass(frozen=True)

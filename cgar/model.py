@@ -19,6 +19,7 @@ The puzzle embedding is a buffer trained by SignSGD (`cgar.optim.SignSGD`), not 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -46,7 +47,7 @@ class TRMConfig:
     halt_exploration_prob: float = 0.1
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
-    forward_dtype: str = "auto"  # auto = bfloat16 on CUDA, float32 elsewhere
+    forward_dtype: str = "auto"  # auto = bfloat16 on a GPU with native bf16, float32 elsewhere (`forward_dtype`)
 
     @property
     def total_len(self) -> int:
@@ -297,6 +298,33 @@ def halting(steps: torch.Tensor, q_halt: torch.Tensor, max_steps: int, training:
     return halted
 
 
+# ----------------------------------------------------------------------------- the forward dtype
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 matmuls run natively: a CUDA GPU of compute capability >= 8.0 (Ampere on). Older GPUs (V100, T4)
+    emulate bf16, slower than fp32; on CPU the forward stays fp32 as everywhere in this project's tests."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def forward_dtype(name: str, device: torch.device) -> torch.dtype:
+    """model.forward_dtype on `device`: auto = bfloat16 where the device has native bf16 (as TRM on its GPUs),
+    else float32, with a warning on a GPU that lacks it. An explicit bfloat16 on such a GPU is an error naming the
+    key rather than a silently slow run. Resolved when the model is built or moved (`TRM._apply`), never inside
+    the forward, which torch.compile traces."""
+    if name != "auto":
+        if name == "bfloat16" and device.type == "cuda" and not native_bf16(device):
+            raise ValueError(f"model.forward_dtype: bfloat16, but {torch.cuda.get_device_name(device)} (compute "
+                             f"capability {torch.cuda.get_device_capability(device)}) has no native bf16; use auto "
+                             f"or float32")
+        return getattr(torch, name)
+    if native_bf16(device):
+        return torch.bfloat16
+    if device.type == "cuda":
+        warnings.warn(f"{torch.cuda.get_device_name(device)} has no native bf16 (compute capability "
+                      f"{torch.cuda.get_device_capability(device)} < 8.0): model.forward_dtype auto runs float32")
+    return torch.float32
+
+
 # ----------------------------------------------------------------------------- the model
 
 class TRM(nn.Module):
@@ -322,6 +350,7 @@ class TRM(nn.Module):
         # generator in its own module order, we draw on CPU, so a seed gives the same init on every device.
         self.register_buffer("y_init", trunc_normal_(torch.empty(D), std=1.0))
         self.register_buffer("z_init", trunc_normal_(torch.empty(D), std=1.0))
+        self._compute_dtype = forward_dtype(cfg.forward_dtype, self.embed_tokens.device)
 
     def num_params(self) -> int:
         """Trainable parameters (excludes the puzzle-embedding buffer): 5,028,866 mlp_t / 6,828,034 attention."""
@@ -329,9 +358,13 @@ class TRM(nn.Module):
 
     @property
     def compute_dtype(self) -> torch.dtype:
-        if self.config.forward_dtype == "auto":
-            return torch.bfloat16 if self.embed_tokens.is_cuda else torch.float32
-        return getattr(torch, self.config.forward_dtype)
+        return self._compute_dtype
+
+    def _apply(self, fn, *args, **kwargs):
+        """Every .to() / .cuda() / .float() ends here: the forward dtype follows the device the model is on."""
+        out = super()._apply(fn, *args, **kwargs)
+        self._compute_dtype = forward_dtype(self.config.forward_dtype, self.embed_tokens.device)
+        return out
 
     def embed(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
         """x = sqrt(D) * [puzzle vector, 15 zero rows, 81 token embeddings] -> [B, 97, D]."""

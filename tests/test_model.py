@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cgar.losses import act_loss
+import cgar.model as model_mod
 from cgar.model import TRM, Carry, TRMConfig, draw_min_halt_steps, halting, refill, swiglu_inner, trunc_normal_
 from cgar.optim import AdamATan2, SignSGD
 
@@ -180,6 +181,29 @@ def test_bfloat16_compute_path_on_cpu():
     assert carry.y.dtype == torch.bfloat16 and out.logits.dtype == torch.bfloat16
     assert out.q_halt.dtype == torch.float32 and model.lm_head.weight.dtype == torch.float32
     assert TRM(TRMConfig(**TINY)).compute_dtype == torch.float32  # auto on CPU
+
+
+@pytest.mark.parametrize("capability, auto", [((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16),
+                                              ((7, 5), torch.float32)])
+def test_auto_forward_dtype_is_bf16_only_where_the_gpu_has_it(monkeypatch, capability, auto):
+    """Issue 16: forward_dtype auto picks bf16 on a GPU of compute capability >= 8.0 only; a T4 (7.5) runs fp32 with
+    a warning, and an explicit bfloat16 there is refused naming the key. (No GPU here: the capability query is
+    replaced; the CPU path is the real one.)"""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    gpu = torch.device("cuda", 0)
+    if auto == torch.float32:
+        with pytest.warns(UserWarning, match="Fake GPU has no native bf16"):
+            assert model_mod.forward_dtype("auto", gpu) == torch.float32
+        with pytest.raises(ValueError, match="model.forward_dtype: bfloat16, but Fake GPU"):
+            model_mod.forward_dtype("bfloat16", gpu)
+    else:
+        assert model_mod.forward_dtype("auto", gpu) == torch.bfloat16
+        assert model_mod.forward_dtype("bfloat16", gpu) == torch.bfloat16
+    assert model_mod.forward_dtype("float32", gpu) == torch.float32
+    assert model_mod.forward_dtype("auto", torch.device("cpu")) == torch.float32
+    model = TRM(TRMConfig(forward_dtype="bfloat16", **TINY))
+    assert model.compute_dtype == torch.bfloat16 and model.float().compute_dtype == torch.bfloat16  # follows .to()
 
 
 def test_fp32_y_z_init_give_the_reference_bf16_bits():

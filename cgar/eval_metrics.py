@@ -5,6 +5,11 @@ Inputs, for N puzzles and S = halt_max_steps supervision steps (16 in the paper)
     n_cells   uint8  [N]     label cells of the puzzle (81 on Sudoku-Extreme)
     q_halt    float  [N, S]  the halting logit after step k+1 (NaN where the step did not run)
     steps_run uint8  [N]     steps computed: S for the full pass, the halting step in ACT mode
+    blank_cells, n_blank     the same as cells / n_cells over the cells blank in the puzzle (optional: tables
+                             written before they were recorded lack them, and their blank accuracy is None)
+
+Token accuracy counts every label cell, givens included, which a model copies trivially; blank_token_accuracy is
+the same per-puzzle share over the blank cells only (the ones to solve), averaged over the puzzles that have any.
 
 Two protocols are derived from the same arrays:
 - TRM/CGAR test protocol (spec §1.4): ACT off, every puzzle runs S steps, metrics at step S. Only defined when
@@ -51,21 +56,34 @@ def _mean(x: np.ndarray) -> float | None:
     return float(x.mean()) if x.size else None
 
 
-def summarize(cells: np.ndarray, n_cells: np.ndarray, q_halt: np.ndarray, steps_run: np.ndarray) -> dict:
+def _share(right: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """[N, S] per-puzzle share of cells right, right / total (0 where total is 0)."""
+    return right / np.maximum(total, 1)[:, None].astype(np.float64)
+
+
+def summarize(cells: np.ndarray, n_cells: np.ndarray, q_halt: np.ndarray, steps_run: np.ndarray,
+              blank_cells: np.ndarray | None = None, n_blank: np.ndarray | None = None) -> dict:
     """All metrics of one group of puzzles (see the module docstring); step-S metrics are None unless every
-    puzzle ran all S steps."""
+    puzzle ran all S steps, blank-cell ones None without blank_cells / n_blank."""
     N, S = cells.shape
     ok = solved(cells, n_cells, steps_run)  # [N, S]
-    tok = cells / np.maximum(n_cells, 1)[:, None].astype(np.float64)  # [N, S] token accuracy
+    tok = _share(cells, n_cells)  # [N, S] token accuracy
     h = halt_steps(q_halt, steps_run)  # [N]
     rows, hi = np.arange(N), h - 1
     ok_h, fire_h = ok[rows, hi], q_halt[rows, hi] > 0  # at the halting step
     full = N > 0 and bool((steps_run == S).all())
+    # a puzzle with no blank cell (none in practice) has no blank accuracy: left out, not counted as 0
+    blank_s = blank_h = None
+    if blank_cells is not None:
+        has = n_blank > 0
+        blank = _share(blank_cells, n_blank)  # [N, S]
+        blank_s, blank_h = _mean(blank[has, -1]), _mean(blank[rows, hi][has])  # step S / the halting step
     out = {
         "n": int(N),
         # TRM/CGAR protocol: ACT off, step S
         "exact_accuracy": _mean(ok[:, -1]) if full else None,
         "token_accuracy": _mean(tok[:, -1]) if full else None,
+        "blank_token_accuracy": blank_s if full else None,
         "q_halt_accuracy": _mean((q_halt[:, -1] >= 0) == ok[:, -1]) if full else None,
         "exact_accuracy_by_step": ok.mean(0).tolist() if full else None,
         # an oracle that stops at the first solved step: how much the step cap and halting leave on the table
@@ -74,6 +92,7 @@ def summarize(cells: np.ndarray, n_cells: np.ndarray, q_halt: np.ndarray, steps_
         "act": {
             "exact_accuracy": _mean(ok_h),
             "token_accuracy": _mean(tok[rows, hi]),
+            "blank_token_accuracy": blank_h,
             "mean_halt_step": _mean(h.astype(np.float64)),
             "step_reduction": None if N == 0 else 1.0 - float(h.mean()) / S,
             "halt_step_histogram": np.bincount(h, minlength=S + 1)[1:].tolist(),  # steps 1..S
@@ -94,14 +113,17 @@ def rating_labels(ratings: np.ndarray) -> np.ndarray:
 
 
 def summarize_all(cells: np.ndarray, n_cells: np.ndarray, q_halt: np.ndarray, steps_run: np.ndarray,
-                  ratings: np.ndarray | None = None, sources: np.ndarray | None = None) -> dict:
+                  ratings: np.ndarray | None = None, sources: np.ndarray | None = None,
+                  blank_cells: np.ndarray | None = None, n_blank: np.ndarray | None = None) -> dict:
     """{"overall": ..., "by_rating": {bucket: ...}, "by_source": {name: ...}}; empty groups are left out.
 
     ratings: [N] int or None; sources: [N] source names (object) or None (a dataset built without sidecars)."""
-    def group(mask):
-        return summarize(cells[mask], n_cells[mask], q_halt[mask], steps_run[mask])
+    arrays = (cells, n_cells, q_halt, steps_run, blank_cells, n_blank)
 
-    out = {"overall": summarize(cells, n_cells, q_halt, steps_run), "by_rating": {}, "by_source": {}}
+    def group(mask):
+        return summarize(*(None if a is None else a[mask] for a in arrays))
+
+    out = {"overall": summarize(*arrays), "by_rating": {}, "by_source": {}}
     if ratings is not None:
         labels = rating_labels(ratings)
         out["by_rating"] = {name: group(labels == name) for *_, name in RATING_BINS if (labels == name).any()}

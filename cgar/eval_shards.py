@@ -53,7 +53,7 @@ def shard_stem(stem: str, shard: int, shards: int) -> str:
 def merge(tables: list[Path], data: Path, split_name: str, out_dir: Path) -> dict:
     """Check that the shard outputs beside `tables` (<stem>.shardIofK.parquet + .json) are all K shards of one
     evaluation, covering every example once, and write <stem>.json / <stem>.parquet from them."""
-    from cgar.evaluate import Results, read_table, sidecars, write_outputs
+    from cgar.eval_results import Results, read_table, sidecars, write_outputs
 
     names = [re.fullmatch(r"(.+)\.shard(\d+)of(\d+)\.parquet", Path(t).name) for t in tables]
     bad = [str(t) for t, m in zip(tables, names) if m is None]
@@ -73,9 +73,7 @@ def merge(tables: list[Path], data: Path, split_name: str, out_dir: Path) -> dic
         if a != stop:
             raise DataError(by_shard[i], f"covers examples [{a}, {b}), expected it to start at {stop}")
         stop = b
-        t = read_table(by_shard[i])
-        parts.append(Results(example=t["example"].astype(np.int64), cells=t["cells_correct"], n_cells=t["n_cells"],
-                             q_halt=t["q_halt"], steps_run=t["steps_run"], n=len(t["example"])))
+        parts.append(Results.from_table(read_table(by_shard[i])))
         records.append(rec)
     first = records[0]
     if stop != first["num_examples"]:

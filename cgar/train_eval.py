@@ -24,8 +24,8 @@ import numpy as np
 
 from cgar.config import ConfigError
 from cgar.data.loader import SplitArrays, eval_batches, load_split
-from cgar.eval_metrics import summarize
-from cgar.evaluate import Results, evaluate_full, gather, local_count
+from cgar.eval_results import Results, gather
+from cgar.evaluate import evaluate_full, local_count
 from cgar.run_logs import RecordLog
 from cgar.snapshots import Snapshots, write_model_best
 
@@ -56,13 +56,10 @@ def subset(split: SplitArrays, idx: np.ndarray) -> SplitArrays:
 
 def point_metrics(res: Results) -> dict:
     """The eval-curve metrics of one split (fractions in [0, 1], at the last step; ACT halting from the same pass)."""
-    s = summarize(res.cells, res.n_cells, res.q_halt, res.steps_run)
+    s = res.summary()["overall"]
     act = s["act"]
-    blank = None
-    if res.blank_cells is not None and res.n:
-        blank = float(res.blank_cells[:, -1].sum() / max(int(res.n_blank.astype(np.int64).sum()), 1))
     return {"num_puzzles": s["n"], "exact_accuracy": s["exact_accuracy"], "token_accuracy": s["token_accuracy"],
-            "blank_token_accuracy": blank,
+            "blank_token_accuracy": s["blank_token_accuracy"],
             "act": {k: act[k] for k in ("exact_accuracy", "mean_halt_step", "halting_accuracy")}}
 
 

@@ -50,6 +50,9 @@ def test_sharded_equals_unsharded(data_dir, checkpoint, tmp_path):  # noqa: F811
     assert {k: v for k, v in merged.items() if k not in TIMING} == {k: v for k, v in one.items() if k not in TIMING}
     assert merged["num_puzzles"] == N_TEST and merged["overall"] == one["overall"]
     assert pq.read_table(tmp_path / "merged/eval.parquet").equals(pq.read_table(tmp_path / "one/eval.parquet"))
+    assert {"n_blank", "blank_cells_correct"} <= set(pq.read_schema(tmp_path / "merged/eval.parquet").names)
+    assert 0 <= merged["overall"]["blank_token_accuracy"] < 1
+    assert all(g["blank_token_accuracy"] is not None for g in merged["by_source"].values())
 
     # a missing shard, a shard of another K, a shard of another evaluation: refused, naming the file
     with pytest.raises(evaluate.DataError, match=r"expected shards 0..2 of eval once each, got \[0, 2\]"):

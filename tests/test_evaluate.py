@@ -16,7 +16,8 @@ from cgar.config import config_from_dict, config_to_dict
 from cgar.data.build import BuildConfig, build_dataset
 from cgar.data.loader import eval_batches, load_split
 from cgar.eval_metrics import halt_steps, rating_labels, summarize, summarize_all
-from cgar.evaluate import Results, evaluate_act, evaluate_full, load_checkpoint, local_count, read_table
+from cgar.eval_results import Results, read_table, to_arrow
+from cgar.evaluate import evaluate_act, evaluate_full, load_checkpoint, local_count
 from cgar.io_utils import DataError
 from cgar.model import TRM, TRMConfig
 
@@ -75,6 +76,63 @@ def test_metrics_hand_computed():
     assert groups["by_rating"]["30-99"]["act"]["halting_accuracy"] == 0.0
     assert groups["by_source"]["a"]["act"]["halt_step_histogram"] == [1, 1, 0]
     assert groups["overall"] == m
+
+
+def test_blank_cell_accuracy_hand_computed():
+    # 3 puzzles, 2 steps, 4 label cells each; the givens (2, 1 and all 4) are always right
+    n_cells, n_blank = np.full(3, 4, np.uint8), np.array([2, 3, 0], np.uint8)
+    blank = np.array([[0, 1],    # 1 of its 2 blanks right at step 2
+                      [1, 3],    # all 3 blanks right at step 2
+                      [0, 0]],   # no blank cell: left out of the blank accuracy, not counted as 0
+                     np.uint8)
+    cells = blank + (n_cells - n_blank)[:, None]
+    q = np.array([[1.0, 1.0], [-1.0, -1.0], [-1.0, -1.0]], np.float32)  # puzzle 0 halts at step 1
+    steps_run = np.full(3, 2, np.uint8)
+    m = summarize(cells, n_cells, q, steps_run, blank, n_blank)
+    assert m["token_accuracy"] == pytest.approx((3 / 4 + 1 + 1) / 3)  # the givens count: higher
+    assert m["blank_token_accuracy"] == pytest.approx((1 / 2 + 3 / 3) / 2)
+    assert m["act"]["token_accuracy"] == pytest.approx((2 / 4 + 1 + 1) / 3)
+    assert m["act"]["blank_token_accuracy"] == pytest.approx((0 / 2 + 3 / 3) / 2)  # puzzle 0 at its halt, step 1
+    assert summarize(cells, n_cells, q, steps_run)["blank_token_accuracy"] is None  # no blank counts: None
+    g = summarize_all(cells, n_cells, q, steps_run, ratings=np.array([0, 0, 5]),
+                      sources=np.array(["a", "b", "a"], dtype=object), blank_cells=blank, n_blank=n_blank)
+    assert g["by_source"]["a"]["blank_token_accuracy"] == pytest.approx(1 / 2)
+    assert g["by_source"]["b"]["blank_token_accuracy"] == 1.0
+    assert g["by_rating"]["0"]["blank_token_accuracy"] == pytest.approx(3 / 4)
+    assert g["by_rating"]["3-9"]["blank_token_accuracy"] is None  # only the all-given puzzle
+
+
+def _hand_results() -> Results:
+    res = Results.empty(3, 2)
+    res.add(np.array([0, 1, 2]))
+    res.cells[:], res.n_cells[:], res.steps_run[:] = [[2, 3], [2, 4], [4, 4]], 4, 2
+    res.q_halt[:] = [[1.0, 1.0], [-1.0, -1.0], [-1.0, -1.0]]
+    res.blank_cells[:], res.n_blank[:] = [[0, 1], [1, 3], [0, 0]], [2, 3, 0]
+    return res
+
+
+def test_blank_columns_round_trip_and_old_tables(tmp_path):
+    import pyarrow.parquet as pq
+
+    from cgar.eval_results import write_outputs
+
+    res = _hand_results()
+    pq.write_table(to_arrow(res, None, None), tmp_path / "new.parquet")
+    back = Results.from_table(read_table(tmp_path / "new.parquet"))
+    for name in ("example", "cells", "n_cells", "q_halt", "steps_run", "blank_cells", "n_blank"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(res, name), err_msg=name)
+    assert back.summary() == res.summary()
+    assert back.summary()["overall"]["blank_token_accuracy"] == pytest.approx(0.75)
+    # a table written before the blank columns existed (cached results): loads and summarises, blank accuracy None
+    pq.write_table(to_arrow(res, None, None).drop(["n_blank", "blank_cells_correct"]), tmp_path / "old.parquet")
+    old = Results.from_table(read_table(tmp_path / "old.parquet"))
+    assert old.blank_cells is None and old.n_blank is None
+    s_old, s_new = old.summary()["overall"], res.summary()["overall"]
+    assert s_old["blank_token_accuracy"] is None and s_old["act"]["blank_token_accuracy"] is None
+    assert s_old["token_accuracy"] == s_new["token_accuracy"]
+    assert Results.merge([back, old]).blank_cells is None  # old and new shards: merged without blank counts
+    rec = write_outputs(tmp_path, "eval", Results.merge([old]), None, None, {})  # as the shard merge does
+    assert rec["overall"]["blank_token_accuracy"] is None and "n_blank" not in read_table(tmp_path / "eval.parquet")
 
 
 def test_local_count_matches_eval_batches(tmp_path):
@@ -146,7 +204,11 @@ def test_compaction_equals_full_pass(data_dir, checkpoint):
     np.testing.assert_array_equal(act.cells[ran], full.cells[ran])
     np.testing.assert_allclose(act.q_halt[ran], full.q_halt[ran], rtol=1e-5, atol=1e-5)
     assert np.isnan(act.q_halt[~ran]).all()
-    m_full, m_act = (summarize(r.cells, r.n_cells, r.q_halt, r.steps_run)["act"] for r in (full, act))
+    np.testing.assert_array_equal(act.blank_cells[ran], full.blank_cells[ran])
+    inputs, labels = (np.asarray(split.inputs[:N_TEST]), np.asarray(split.labels[:N_TEST]))
+    np.testing.assert_array_equal(full.n_blank, ((inputs == 1) & (labels != -100)).sum(1))  # 1: the blank token
+    assert (full.blank_cells <= full.cells).all() and (0 < full.n_blank).all() and (full.n_blank < full.n_cells).all()
+    m_full, m_act = (r.summary()["overall"]["act"] for r in (full, act))
     assert m_act == m_full
 
 

@@ -40,7 +40,8 @@ VAR_REDUCTION = {("baseline", 0): (0.0, 0.0), ("baseline", 1): (0.0, 0.0), ("cga
 
 
 def eval_record(solved: int, halt: int, act_mode: bool = False) -> dict:
-    """Puzzles 0..solved-1 are solved from step 4 on; every puzzle's q_halt turns positive at step `halt`.
+    """Puzzles 0..solved-1 are solved from step 4 on; every puzzle's q_halt turns positive at step `halt`; 31 givens,
+    always right, so the unsolved have 49 of their 50 blank cells right (blank_acc).
     act_mode: as `cgar.evaluate --mode act` records it (steps after the halt not run)."""
     cells = np.full((N, S), 80, np.uint8)
     cells[:solved, 3:] = 81
@@ -51,7 +52,13 @@ def eval_record(solved: int, halt: int, act_mode: bool = False) -> dict:
         q[:, halt:], cells[:, halt:] = np.nan, 0
     ratings = np.arange(N) % 40  # buckets 0, 1-2, 3-9, 10-29, 30-99
     sources = np.array(["hard", "easy"], dtype=object)[np.arange(N) % 2]
-    return {"num_puzzles": N, **summarize_all(cells, np.full(N, 81, np.uint8), q, steps_run, ratings, sources)}
+    blank = np.where(cells > 0, cells.astype(np.int64) - 31, 0).astype(np.uint8)
+    return {"num_puzzles": N, **summarize_all(cells, np.full(N, 81, np.uint8), q, steps_run, ratings, sources,
+                                              blank, np.full(N, 50, np.uint8))}
+
+
+def blank_acc(solved: int) -> float:
+    return (solved + (N - solved) * 49 / 50) / N
 
 
 def curve_line(step: int, acc: float, hours: float, flops: float) -> dict:
@@ -192,6 +199,15 @@ def test_main_results_speedup_and_flops(outputs):
     assert t.loc["cgar", "train_hours_mean"] == pytest.approx(1.1)
     md = (outputs / "tables" / "main_results.md").read_text()
     assert "ref." in md and f"{np.mean(ratios):.2f} ± " in md
+    # blank-cell accuracy beside token accuracy: the 31 copied givens left out, so lower
+    blank = [blank_acc(RUNS["cgar", seed][1]) for seed in (0, 1)]
+    assert t.loc["cgar", "blank_token_accuracy_mean"] == pytest.approx(np.mean(blank))
+    assert t.loc["cgar", "blank_token_accuracy_ci95"] == pytest.approx(T_975_DF1 * np.std(blank, ddof=1) / math.sqrt(2))
+    assert (t.blank_token_accuracy_mean < t.token_accuracy_mean).all()
+    header = md.splitlines()[2]
+    assert "| Token acc. (%) | Blank-cell acc. (%) |" in header
+    assert f"| {100 * np.mean(blank):.2f} ± {100 * T_975_DF1 * np.std(blank, ddof=1) / math.sqrt(2):.2f} |" in md
+    assert "Blank-cell acc. (\\%)" in (outputs / "tables" / "main_results.tex").read_text()
 
 
 def test_ablation_and_inference_values(outputs):
@@ -419,7 +435,12 @@ def test_optional_files_may_be_absent(tmp_path):
         (run / name).unlink()
     from cgar.report.collect import summary_frame
 
+    # an eval.json cached before blank-cell accuracy existed: NaN, shown as "–"
+    rec = json.loads((run / "eval.json").read_text())
+    del rec["overall"]["blank_token_accuracy"]
+    (run / "eval.json").write_text(json.dumps(rec))
     row = summary_frame(load_runs([run])).iloc[0]
+    assert np.isnan(row.blank_token_accuracy) and row.token_accuracy > 0
     assert np.isnan(row.best_exact_accuracy) and np.isnan(row.actrun_mean_steps) and np.isnan(row.grad_variance_reduction)
 
 

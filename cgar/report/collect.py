@@ -51,7 +51,8 @@ FLOPS_KEYS = {
 EVAL_KEYS = {
     "num_puzzles": ("num_puzzles",),
     "exact_accuracy": ("overall", "exact_accuracy"),  # all 16 supervision steps: the paper's metric
-    "token_accuracy": ("overall", "token_accuracy"),
+    "token_accuracy": ("overall", "token_accuracy"),  # every label cell, the givens included
+    "blank_token_accuracy": ("overall", "blank_token_accuracy"),  # the cells blank in the puzzle only
     "q_halt_accuracy": ("overall", "q_halt_accuracy"),  # TRM's (q_halt >= 0) == solved, at step 16
     "act_exact_accuracy": ("overall", "act", "exact_accuracy"),  # answer at the first step with q_halt > 0
     "act_mean_steps": ("overall", "act", "mean_halt_step"),
@@ -62,6 +63,7 @@ EVAL_KEYS = {
 EVAL_BEST_KEYS = {
     "best_exact_accuracy": ("overall", "exact_accuracy"),
     "best_token_accuracy": ("overall", "token_accuracy"),
+    "best_blank_token_accuracy": ("overall", "blank_token_accuracy"),
     "best_step": ("step",),  # optimizer step of the selected snapshot
 }
 # summary column -> key path in eval_act.json (cgar.evaluate --mode act: steps really stop at the halt)
@@ -91,6 +93,7 @@ GRAD_LISTS = ("slots_by_step", "grad_norm_by_step")  # [S] each; grad_norm null 
 # the lists of lists
 TRACE_GRIDS = ("puzzle", "solution")
 TRACE_STEPS = ("predictions", "cells_correct", "q_halt")
+OPTIONAL_KEYS = ("blank_token_accuracy", "best_blank_token_accuracy")  # cached older eval*.json lack them: NaN
 OPTIONAL_FILES = ("eval_best.json", "eval_act.json", "eval_curve.jsonl", "grad_stats.jsonl", "trace.json")
 
 EVAL_BY_STEP = ("overall", "exact_accuracy_by_step")  # list, index 0 = supervision step 1
@@ -170,21 +173,24 @@ def read_metrics(path: Path) -> pd.DataFrame:
     return df
 
 
-def get_key(data: dict, keys: tuple[str, ...], path: Path):
-    """data[k0][k1]...; a missing key raises DataError naming the file and the dotted key."""
+def get_key(data: dict, keys: tuple[str, ...], path: Path, optional: bool = False):
+    """data[k0][k1]...; a missing key raises DataError naming the file and the dotted key (optional: gives None)."""
     node = data
     for i, k in enumerate(keys):
         if not isinstance(node, dict) or k not in node:
+            if optional:
+                return None
             raise DataError(path, f"missing key {'.'.join(keys[:i + 1])}")
         node = node[k]
     return node
 
 
 def _number(data: dict, keys: tuple[str, ...], path: Path, line: int | None = None,
-            nullable: bool = False) -> float:
-    """A finite number at `keys`; with nullable, JSON null gives NaN (a metric undefined for an empty group)."""
-    value = get_key(data, keys, path) if line is None else _line_key(data, keys, path, line)
-    if nullable and value is None:
+            nullable: bool = False, optional: bool = False) -> float:
+    """A finite number at `keys`; with nullable, JSON null gives NaN (a metric undefined for an empty group); with
+    optional, null or a missing key (one the writer added later, OPTIONAL_KEYS)."""
+    value = get_key(data, keys, path, optional) if line is None else _line_key(data, keys, path, line)
+    if (nullable or optional) and value is None:
         return float("nan")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise DataError(path, f"{'.'.join(keys)} must be a finite number, got {value!r}", line=line)
@@ -316,13 +322,15 @@ def summarize(run: Run) -> dict:
         "train_hours": float(last["wall_s"]) / 3600.0,
     }
     row.update({col: _number(run.flops, keys, flops_path) for col, keys in FLOPS_KEYS.items()})
-    row.update({col: _number(run.eval, keys, eval_path) for col, keys in EVAL_KEYS.items()})
+    row.update({col: _number(run.eval, keys, eval_path, optional=col in OPTIONAL_KEYS)
+                for col, keys in EVAL_KEYS.items()})
     for col, key in (("train_exact_accuracy_final", "exact_accuracy"), ("train_loss_final", "loss_unweighted"),
                      ("train_steps_final", "steps"), ("train_q_halt_accuracy_final", "q_halt_accuracy")):
         row[col] = float(tail[key].mean()) if key in tail else float("nan")
     for data, name, keys_map in ((run.eval_best, "eval_best.json", EVAL_BEST_KEYS),
                                  (run.eval_act, "eval_act.json", EVAL_ACT_KEYS)):
-        row.update({col: float("nan") if data is None else _number(data, keys, run.path / name, nullable=True)
+        row.update({col: float("nan") if data is None else _number(data, keys, run.path / name, nullable=True,
+                                                                   optional=col in OPTIONAL_KEYS)
                     for col, keys in keys_map.items()})
     # per run: the mean over its measurements (each one batch), so every seed counts once in the CI
     row["grad_variance_reduction"] = (float(run.grad_stats.variance_reduction.mean())

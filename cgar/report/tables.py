@@ -179,6 +179,7 @@ def main_results(summary: pd.DataFrame, baseline: str) -> Table:
         column("exact_accuracy", "Exact acc. final (%)", 100),  # eval.json: model.pt, the last step's EMA
         column("best_exact_accuracy", "Exact acc. best-val (%)", 100),  # eval_best.json: model_best.pt
         column("token_accuracy", "Token acc. (%)", 100),  # shows learning where exact accuracy is still 0
+        column("blank_token_accuracy", "Blank-cell acc. (%)", 100),  # token acc. without the copied givens
         column("train_hours", "Train time (h)", 1, 3),
         vs_baseline(summary, baseline, "speedup", "train_hours", speedup, "Speedup (×)"),
         column("train_flops", f"Train FLOPs ({unit})", scale),

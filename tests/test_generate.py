@@ -52,16 +52,20 @@ def test_chunk_rows_are_valid_unique_and_mixed(chunk):
     assert (g[src == "gen_lowclue"] <= 22).all()
 
 
+def check_minimal(q):
+    """Every clue is needed: dropping any one leaves two solutions."""
+    variants = []
+    for p in q:
+        for c in np.flatnonzero(p):
+            v = p.copy()
+            v[c] = 0
+            variants.append(v)
+    return (solver.solve_batch(np.array(variants), limit=2)[1] == 2).all()
+
+
 def test_minimal_sources_are_minimal(chunk):
     for label in ("gen_unbiased_like", "gen_lowclue", "gen_hard"):
-        q = parse_grids([r[1] for r in chunk if r[0] == label][:10])
-        variants = []
-        for p in q:
-            for c in np.flatnonzero(p):
-                v = p.copy()
-                v[c] = 0
-                variants.append(v)
-        assert (solver.solve_batch(np.array(variants), limit=2)[1] == 2).all(), label
+        assert check_minimal(parse_grids([r[1] for r in chunk if r[0] == label][:10])), label
 
 
 def test_hard_puzzles_need_guessing(hard_rows):
@@ -132,16 +136,6 @@ SMALL = [pytest.param(SUDOKU_6, id="6x6"), pytest.param(SUDOKU_4, id="4x4")]
 EASY = ("gen_kaggle_like", "gen_unbiased_like", "gen_lowclue")
 EASY_MIX = SourceMix(kaggle_like=0.3, unbiased_like=0.5, lowclue=0.2, hard=0.0)
 
-
-def check_minimal(q):
-    """Every clue is needed: dropping any one leaves two solutions."""
-    variants = []
-    for p in q:
-        for c in np.flatnonzero(p):
-            v = p.copy()
-            v[c] = 0
-            variants.append(v)
-    return (solver.solve_batch(np.array(variants), limit=2)[1] == 2).all()
 
 
 @pytest.mark.parametrize("shape", SMALL)

@@ -36,7 +36,7 @@ import numba
 import numpy as np
 from tqdm import tqdm
 
-from cgar.sudoku.canonical_small import canonical_forms_small
+from cgar.sudoku.canonical_small import canonical_forms_small, keep_if_smaller
 from cgar.sudoku.grid import N_CELLS, SUDOKU_9, shape_of
 from cgar.sudoku.symmetry import grid_width
 
@@ -202,38 +202,14 @@ def _canonical_one(puzzle, out, min_pm, am_start, am_codes, p3, t3, col_perms):
     out[:] = 255  # larger than any relabelled digit, so the first candidate always wins
     cand = np.empty(N_CELLS, dtype=np.uint8)
     label = np.empty(10, dtype=np.uint8)
+    rows = np.empty((1, 9), dtype=np.int64)  # source row of each target row in state s
     for i in range(n):
         s = states[i]
         p = _perm_index(s)
         t = (s >> _T_SHIFT) & 1
-        label[:] = 0
-        next_label = 1
-        smaller = False
-        worse = False
-        # Cells are built lazily in row-major order so a losing candidate stops at its first larger cell
-        # (with millions of tied states, e.g. a complete grid, most stop within the first row or two).
         for r in range(9):
-            sr = _src_row(s, r)
-            for c in range(9):
-                sc = col_perms[p, c]
-                d = puzzle[sc * 9 + sr] if t else puzzle[sr * 9 + sc]
-                if d != 0:
-                    if label[d] == 0:
-                        label[d] = next_label
-                        next_label += 1
-                    d = label[d]
-                j = r * 9 + c
-                cand[j] = d
-                if not smaller:  # still tied with the best so far: compare this cell
-                    if d > out[j]:
-                        worse = True
-                        break
-                    if d < out[j]:
-                        smaller = True
-            if worse:
-                break
-        if smaller and not worse:
-            out[:] = cand
+            rows[0, r] = _src_row(s, r)
+        keep_if_smaller(puzzle, 9, t, rows, 0, col_perms, p, label, cand, out)
 
 
 @numba.njit(cache=True, parallel=True)

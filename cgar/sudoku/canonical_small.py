@@ -43,6 +43,38 @@ def group_tables(shape: GridShape) -> tuple[int, np.ndarray, np.ndarray, np.ndar
     return (2 if shape.transposable else 1), rows, cols, pm
 
 
+@numba.njit(cache=True, inline="always")
+def keep_if_smaller(puzzle, n, t, row_perms, a, col_perms, b, label, cand, out):
+    """Relabel the digits of the permuted puzzle (target cell (r, c) takes source (row_perms[a, r],
+    col_perms[b, c]) of the puzzle, transposed if t) 1, 2, ... in order of first appearance, row-major, and
+    overwrite `out` when the result is smaller. (Tables and indices rather than row views: a view is built at
+    every call, which cost the 9x9 worst case ~25%.) Cells are built lazily in that order, so a losing candidate stops at its first larger cell
+    (with millions of tied candidates, e.g. a complete 9x9 grid, most stop within the first row or two).
+    Shared by the 9x9 search (canonical.py) and the small shapes' scan."""
+    label[:] = 0
+    next_label = 1
+    smaller = False
+    for r in range(n):
+        sr = row_perms[a, r]
+        for c in range(n):
+            sc = col_perms[b, c]
+            d = puzzle[sc * n + sr] if t else puzzle[sr * n + sc]
+            if d != 0:
+                if label[d] == 0:
+                    label[d] = next_label
+                    next_label += 1
+                d = label[d]
+            j = r * n + c
+            cand[j] = d
+            if not smaller:  # still tied with the best so far: compare this cell
+                if d > out[j]:
+                    return
+                if d < out[j]:
+                    smaller = True
+    if smaller:
+        out[:] = cand
+
+
 @numba.njit(cache=True)
 def _small_one(puzzle, out, n, n_t, row_perms, col_perms, pm):
     """Write the canonical form of puzzle (uint8[n*n]) into out."""
@@ -86,32 +118,7 @@ def _small_one(puzzle, out, n, n_t, row_perms, col_perms, pm):
         b = code % n_cols
         a = (code // n_cols) % n_rows
         t = code // (n_cols * n_rows)
-        label[:] = 0
-        next_label = 1
-        smaller = False
-        worse = False
-        for r in range(n):
-            sr = row_perms[a, r]
-            for c in range(n):
-                sc = col_perms[b, c]
-                d = puzzle[sc * n + sr] if t else puzzle[sr * n + sc]
-                if d != 0:
-                    if label[d] == 0:
-                        label[d] = next_label
-                        next_label += 1
-                    d = label[d]
-                j = r * n + c
-                cand[j] = d
-                if not smaller:  # still tied with the best so far: compare this cell
-                    if d > out[j]:
-                        worse = True
-                        break
-                    if d < out[j]:
-                        smaller = True
-            if worse:
-                break
-        if smaller and not worse:
-            out[:] = cand
+        keep_if_smaller(puzzle, n, t, row_perms, a, col_perms, b, label, cand, out)
 
 
 @numba.njit(cache=True, parallel=True)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cgar.losses import act_loss
-import cgar.model as model_mod
+import cgar.precision as precision
 from cgar.model import TRM, Carry, TRMConfig, draw_min_halt_steps, halting, refill, swiglu_inner, trunc_normal_
 from cgar.optim import AdamATan2, SignSGD
 
@@ -194,14 +194,14 @@ def test_auto_forward_dtype_is_bf16_only_where_the_gpu_has_it(monkeypatch, capab
     gpu = torch.device("cuda", 0)
     if auto == torch.float32:
         with pytest.warns(UserWarning, match="Fake GPU has no native bf16"):
-            assert model_mod.forward_dtype("auto", gpu) == torch.float32
+            assert precision.forward_dtype("auto", gpu) == torch.float32
         with pytest.raises(ValueError, match="model.forward_dtype: bfloat16, but Fake GPU"):
-            model_mod.forward_dtype("bfloat16", gpu)
+            precision.forward_dtype("bfloat16", gpu)
     else:
-        assert model_mod.forward_dtype("auto", gpu) == torch.bfloat16
-        assert model_mod.forward_dtype("bfloat16", gpu) == torch.bfloat16
-    assert model_mod.forward_dtype("float32", gpu) == torch.float32
-    assert model_mod.forward_dtype("auto", torch.device("cpu")) == torch.float32
+        assert precision.forward_dtype("auto", gpu) == torch.bfloat16
+        assert precision.forward_dtype("bfloat16", gpu) == torch.bfloat16
+    assert precision.forward_dtype("float32", gpu) == torch.float32
+    assert precision.forward_dtype("auto", torch.device("cpu")) == torch.float32
     model = TRM(TRMConfig(forward_dtype="bfloat16", **TINY))
     assert model.compute_dtype == torch.bfloat16 and model.float().compute_dtype == torch.bfloat16  # follows .to()
 

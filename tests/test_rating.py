@@ -5,7 +5,6 @@ import pytest
 
 from cgar.sudoku.canonical import canonical_forms
 from cgar.sudoku.generate import SourceMix, generate_chunk
-from cgar.sudoku import rating
 from cgar.sudoku.grid import SUDOKU_4, SUDOKU_6, parse_grid
 from cgar.sudoku.rating import class_copies, class_ratings, spearman
 from cgar.sudoku.solver import count_solutions, rate_batch
@@ -63,7 +62,7 @@ def test_spearman_hand_computed():
 
 
 @pytest.mark.parametrize("shape", [SUDOKU_6, SUDOKU_4], ids=["6x6", "4x4"])
-def test_small_shape_class_copies_are_drawn_from_the_shapes_group(shape, monkeypatch):
+def test_small_shape_class_copies_are_drawn_from_the_shapes_group(shape):
     puzzles, _ = random_pairs(6, seed=61, shape=shape)
     images = apply_symmetries(puzzles, random_symmetries(np.random.default_rng(62), 6, shape))
     copies = class_copies(puzzles, k=7)
@@ -72,11 +71,10 @@ def test_small_shape_class_copies_are_drawn_from_the_shapes_group(shape, monkeyp
     forms = canonical_forms(puzzles)
     for i in range(6):
         assert (canonical_forms(copies[i]) == forms[i]).all()  # every copy is a member of the class
-    # The solver is 9x9-only until the shape-generic one lands: a stub rater (the number of givens in the
-    # first row, which varies across copies) checks the reshaping and the mean/sd around it.
-    monkeypatch.setattr(rating, "rate_batch", lambda g, parallel=False: (g[:, : shape.n] > 0).sum(axis=1))
+    # the real (shape-generic) rater over the copies: mean and sd per puzzle, the same for a symmetric image
     mean, sd = class_ratings(puzzles, k=7)
-    r = (copies[:, :, : shape.n] > 0).sum(axis=2)
+    r = rate_batch(copies.reshape(-1, shape.cells)).reshape(6, 7)
     np.testing.assert_array_equal(mean, r.mean(axis=1))
     np.testing.assert_array_equal(sd, r.std(axis=1))
+    np.testing.assert_array_equal(class_ratings(images, k=7)[0], mean)
     assert class_ratings(np.zeros((0, shape.cells), dtype=np.uint8), k=3)[0].shape == (0,)

@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 
 from cgar.sudoku.canonical import canonical_forms
-from cgar.sudoku.grid import SUDOKU_9, parse_grid, shape_of
+from cgar.sudoku.grid import shape_of
 from cgar.sudoku.solver import as_puzzles, rate_batch
-from cgar.sudoku.symmetry import apply_symmetries, grid_width, random_symmetries
+from cgar.sudoku.symmetry import apply_symmetries, random_symmetries
 
 DEFAULT_CLASS_COPIES = 16
 CLASS_COLUMNS = ("class_rating", "class_rating_sd")  # the CSV columns written next to `rating`
@@ -32,25 +32,11 @@ def copy_seed(canonical: np.ndarray, k: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([_SEED_TAG, int(k), *np.asarray(canonical, dtype=np.uint32).tolist()])
 
 
-def _as_grids(puzzles) -> np.ndarray:
-    """uint8[N, cells] of any shape. 9x9 input goes through `solver.as_puzzles` (its checks and messages);
-    the solver's converter only takes 9x9 for now, so the small shapes are converted here."""
-    if isinstance(puzzles, str):
-        puzzles = parse_grid(puzzles)
-    shape = shape_of(grid_width(puzzles))
-    if shape is SUDOKU_9:
-        return as_puzzles(np.asarray(puzzles).reshape(-1, shape.cells))
-    a = np.asarray(puzzles).reshape(-1, shape.cells)
-    if a.size and (a.min() < 0 or a.max() > shape.n):
-        raise ValueError(f"{shape.name} puzzle values must be 0 (blank) or 1..{shape.n}")
-    return np.ascontiguousarray(a, dtype=np.uint8)
-
-
 def class_copies(puzzles, k: int = DEFAULT_CLASS_COPIES) -> np.ndarray:
     """uint8[N, k, cells]: the k symmetric copies each puzzle's class rating is measured on."""
     if int(k) < 1:
         raise ValueError(f"class rating copies k must be >= 1, got {k}")
-    canon = canonical_forms(_as_grids(puzzles))
+    canon = canonical_forms(as_puzzles(puzzles))
     shape = shape_of(canon.shape[1])
     out = np.empty((len(canon), k, shape.cells), dtype=np.uint8)
     for i, c in enumerate(canon):

@@ -148,13 +148,6 @@ def _easy_source(label: str, n: int, rng: np.random.Generator, shape: GridShape 
     return q, a
 
 
-def _random_symmetries(rng: np.random.Generator, n: int, shape: GridShape):
-    """`random_symmetries` of the shape. The 9x9 call keeps the shape-less form so that this module runs with
-    the 9x9-only symmetry module too; other shapes need the shape-generic one (`random_symmetries(rng, n,
-    shape)`)."""
-    return random_symmetries(rng, n) if shape == SUDOKU_9 else random_symmetries(rng, n, shape=shape)
-
-
 class _Climber:
     """One hill-climbing chain; `next_batch(n)` returns up to n candidates whose proxy score passed."""
 
@@ -203,7 +196,7 @@ def _source_rows(label, n, rng, seen, bar, targets: Targets, shape: GridShape = 
         if climbed:  # acceptance on the class copies: a property of the puzzle, not of one lucky copy
             ok = (mean if label == "gen_hard" else np.median(per_copy, axis=1)) >= class_threshold
             base, sol, mean, sd = base[ok], sol[ok], mean[ok], sd[ok]
-        sym = _random_symmetries(rng, len(base), shape)  # the stored copy: fresh, never looked at by the acceptance
+        sym = random_symmetries(rng, len(base), shape)  # the stored copy: fresh, never looked at by the acceptance
         q, a = apply_symmetries(base, sym), apply_symmetries(sol, sym)
         ratings = rate_batch(q)
         # exact duplicates are dropped; for climbed puzzles also re-finds of the same base puzzle

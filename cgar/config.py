@@ -62,6 +62,10 @@ class TrainSection:
     checkpoint_every: int = 1000  # optimizer steps between resumable checkpoints
     log_every: int = 10
     device: str = "auto"  # auto | cpu | cuda
+    # GPU efficiency; none of these changes what is computed beyond float rounding (tests/test_efficiency.py)
+    compile: bool | None = None  # torch.compile the recursion's network; null = on CUDA, off on CPU (see below)
+    grad_accum_steps: int = 1  # micro-batches of carry slots per rank and step: less memory, same step; 0 = auto
+    activation_checkpointing: bool = False  # recompute the grad cycle's activations in backward: less memory
     # in-training evaluation (cgar/train_eval.py): EMA weights, full depth, on a fixed test subsample and on val
     eval_every: int = 0  # optimizer steps between evaluations (0 = off); the last step is always evaluated when > 0
     eval_subsample: int = 8192  # test puzzles, drawn once with the fixed seed 0 (the same for every run and variant)
@@ -123,7 +127,7 @@ class RunConfig:
         _check(self.train.global_batch_size > 0, "train.global_batch_size", "must be positive")
         _check(t.epochs % t.epochs_per_iter == 0, "train.epochs",
                f"must be a multiple of train.epochs_per_iter ({self.train.epochs_per_iter})")
-        for key in ("eval_every", "keep_snapshots", "grad_stats_every"):
+        for key in ("eval_every", "keep_snapshots", "grad_stats_every", "grad_accum_steps"):
             _check(getattr(self.train, key) >= 0, f"train.{key}", "must be >= 0 (0 = off / all)")
         for key in ("eval_subsample", "eval_batch_size"):
             _check(getattr(self.train, key) >= 1, f"train.{key}", "must be >= 1")
@@ -143,9 +147,22 @@ class RunConfig:
 
 
 def check_world_size(cfg: RunConfig, world: int) -> None:
-    """The global batch is split evenly over the ranks (DeepSpeed's micro batch = global / world)."""
-    _check(cfg.train.global_batch_size % world == 0, "train.global_batch_size",
-           f"{cfg.train.global_batch_size} is not divisible by the {world} ranks of this run")
+    """The global batch is split evenly over the ranks, and each rank's slots evenly into
+    train.grad_accum_steps micro-batches (DeepSpeed's micro batch = global / world / grad_accum_steps; 0 = auto,
+    a divisor chosen by `cgar.memory.fit_micro_batches`)."""
+    t = cfg.train
+    _check(t.global_batch_size % world == 0, "train.global_batch_size",
+           f"{t.global_batch_size} is not divisible by the {world} ranks of this run")
+    _check(t.grad_accum_steps == 0 or (t.global_batch_size // world) % t.grad_accum_steps == 0,
+           "train.grad_accum_steps",
+           f"{t.grad_accum_steps} does not divide the {t.global_batch_size // world} slots per rank "
+           f"(train.global_batch_size {t.global_batch_size} over {world} rank(s))")
+
+
+def compile_enabled(setting: bool | None, device) -> bool:
+    """train.compile on `device`: null = on CUDA only. On CPU the compile (~10 s for the laptop model, more at the
+    paper shape) buys 1.1-1.2x there (docs/gpu_efficiency.md), not worth it for a 2-minute run."""
+    return device.type == "cuda" if setting is None else setting
 
 
 def _check(ok: bool, key: str, message: str) -> None:

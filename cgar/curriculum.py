@@ -110,20 +110,22 @@ def hsw_weights_paper(steps: torch.Tensor, lam: float = 0.7, max_steps: int = 16
     return lam ** (steps.to(torch.float32) - 1) / Z
 
 
-def hsw_scale_released(incoming_steps: torch.Tensor, decay: float = 0.7) -> float:
-    """Released-code HSW: decay ** int(mean of the incoming carry's step counts), one scalar for the whole loss.
+def hsw_scale_released(incoming_steps: torch.Tensor, decay: float = 0.7) -> torch.Tensor:
+    """Released-code HSW: decay ** int(mean of the incoming carry's step counts), one scalar for the whole loss,
+    as a 0-d float64 tensor on the steps' device (computed there: reading the mean on the host would stall a GPU).
 
     `incoming_steps` is the carry's `steps` *before* the model refills halted slots (continuing slots: steps
     done so far; just-halted slots: their final count), as `losses_cgar.py` reads it. With several ranks the
     trainer passes the global batch mean (all-reduced), so 1 and N ranks give the same weight; the released code
     ran on one GPU, where the two coincide.
     """
-    return decay ** int(torch.as_tensor(incoming_steps, dtype=torch.float32).mean().item())
+    mean = torch.as_tensor(incoming_steps).double().mean()  # >= 0, so floor = int()'s truncation
+    return torch.full_like(mean, decay).pow(mean.floor())
 
 
 def hsw_weight(mode: str, incoming_steps: torch.Tensor, steps: torch.Tensor, lam: float = 0.7,
-               max_steps: int = 16, check: bool = True) -> float | torch.Tensor | None:
-    """The `weight` argument of `cgar.losses.act_loss` for an HSW mode: None, a scalar, or [B].
+               max_steps: int = 16, check: bool = True) -> torch.Tensor | None:
+    """The `weight` argument of `cgar.losses.act_loss` for an HSW mode: None, a 0-d tensor, or [B].
 
     incoming_steps: carry.steps before the forward; steps: carry.steps after it (1-based); check: see
     `hsw_weights_paper`.

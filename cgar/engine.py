@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,25 +81,56 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host batch -> device without stalling the host: a CUDA copy from pinned memory is asynchronous (from
+    pageable memory it waits for the copy); on CPU a no-op."""
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
+def shutdown() -> None:
+    """Tear the process group down explicitly: leaving it to interpreter exit can abort a rank (gloo)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+def exit_process(code: int) -> None:
+    """End a `torch.distributed` entry point (cgar.train, cgar.evaluate) without the interpreter's teardown.
+
+    After `shutdown()` every output is written and closed, yet a C++ thread of the torch.distributed stack can
+    still call std::terminate during interpreter finalization: on a loaded 2-core machine ~3% of 2-rank CPU runs
+    ended with SIGABRT on a rank that had already printed past its shutdown (2026-12-06), and torchrun then fails
+    the finished run. Flushing the standard streams and leaving with os._exit skips that finalization."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def barrier() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
 
 
-def ds_config(global_batch: int, world: int, zero_stage: int = 0, gradient_clipping: float = 0.0) -> dict:
-    """DeepSpeed config for the TRM recipe: the global batch is the invariant, per-rank batch = global / world.
+def ds_config(global_batch: int, world: int, zero_stage: int = 0, gradient_clipping: float = 0.0,
+              grad_accum_steps: int = 1) -> dict:
+    """DeepSpeed config for the TRM recipe: the global batch is the invariant, per-rank batch = global / world,
+    in grad_accum_steps micro-batches of global / world / grad_accum_steps slots.
 
     gradient_clipping is explicit because DeepSpeed >= 0.19.3 clips at 1.0 by default and TRM does not clip.
     Precision stays in the model (fp32 weights, bf16 compute on GPU, as TRM), so no `bf16` section.
     """
     if global_batch % world:
         raise ValueError(f"global batch {global_batch} is not divisible by the world size {world}")
+    if (global_batch // world) % grad_accum_steps:
+        raise ValueError(f"{grad_accum_steps} micro-batches do not divide the per-rank batch {global_batch // world}")
     if zero_stage not in (0, 1, 2):
         raise ValueError(f"zero_stage must be 0, 1 or 2, got {zero_stage}")
     return {
         "train_batch_size": global_batch,
-        "train_micro_batch_size_per_gpu": global_batch // world,
-        "gradient_accumulation_steps": 1,
+        "train_micro_batch_size_per_gpu": global_batch // world // grad_accum_steps,
+        "gradient_accumulation_steps": grad_accum_steps,
         "gradient_clipping": float(gradient_clipping),
         "zero_optimization": {"stage": zero_stage},
         "zero_allow_untested_optimizer": True,  # AdamATan2 is not on DeepSpeed's ZeRO list; it is elementwise

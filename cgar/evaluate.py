@@ -31,8 +31,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from cgar.act import carry_rows
 from cgar.cli_checks import check_writable, positive_int
-from cgar.config import ConfigError
+from cgar.config import ConfigError, compile_enabled
 from cgar.data.build import verify_split_files
 from cgar.data.loader import eval_batches, load_split
 from cgar.eval_results import Results, gather, sidecars, write_outputs
@@ -115,9 +116,13 @@ def evaluate_full(model: TRM, batches: Batches, res: Results, bar: tqdm | None =
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         pos, n = res.add(idx), len(idx)
         carry = model.initial_carry(len(batch["inputs"]), device)  # all halted: step 1 fills every slot
-        for k in range(model.config.halt_max_steps):
+        per_step = []  # kept on the device: one copy to the host per batch, not one per step
+        for _ in range(model.config.halt_max_steps):
             carry, q, cells, n_cells, (bc, nb) = _step(model, carry, batch)
-            res.record(pos, k, q[:n], cells[:n], n_cells[:n], (bc[:n], nb[:n]))  # padded rows [n:] are dropped
+            per_step.append((q, cells, n_cells, bc, nb))
+        host = [torch.stack(col)[:, :n].cpu() for col in zip(*per_step)]  # [S, n] each; padded rows dropped
+        for k, (q, cells, n_cells, bc, nb) in enumerate(zip(*host)):
+            res.record(pos, k, q, cells, n_cells, (bc, nb))
         if bar is not None:
             bar.update(n)
     return res
@@ -150,11 +155,6 @@ class RowQueue:
         return rows, idx
 
 
-def _select(carry: Carry, keep: torch.Tensor) -> Carry:
-    return Carry(carry.y[keep], carry.z[keep], carry.steps[keep], carry.halted[keep],
-                 {k: v[keep] for k, v in carry.data.items()})
-
-
 @torch.inference_mode()
 def evaluate_act(model: TRM, batches: Batches, res: Results, slots: int, bar: tqdm | None = None) -> Results:
     """ACT inference with batch compaction: `slots` puzzles in flight; a puzzle leaves at its halting step (first
@@ -166,15 +166,15 @@ def evaluate_act(model: TRM, batches: Batches, res: Results, slots: int, bar: tq
     queue = RowQueue(batches)
     carry = model.initial_carry(slots, device)  # all halted: the first refill fills every slot
     pos = np.full(slots, -1, np.int64)  # Results row of each slot's puzzle
+    halted = np.ones(slots, bool)  # host copy of carry.halted: the one read-back per step, below
     while True:
-        halted = carry.halted.cpu().numpy()
         free = np.flatnonzero(halted)
         new, idx = queue.take(len(free))
         if len(idx) < len(free):  # stream dry: drop the slots nothing will refill (the compaction)
             keep = np.sort(np.concatenate((np.flatnonzero(~halted), free[: len(idx)])))
             if len(keep) == 0:
                 break
-            carry, pos = _select(carry, torch.as_tensor(keep, device=device)), pos[keep]
+            carry, pos = carry_rows(carry, torch.as_tensor(keep, device=device)), pos[keep]
             free = np.flatnonzero(halted[keep])
         pos[free] = res.add(idx)
         batch = dict(carry.data)  # rows of running slots are ignored by the refill; free slots take new puzzles
@@ -182,11 +182,16 @@ def evaluate_act(model: TRM, batches: Batches, res: Results, slots: int, bar: tq
             slot = torch.as_tensor(free, device=device)
             batch = {k: v.index_copy(0, slot, new[k].to(device)) for k, v in batch.items()}
         carry, q, cells, n_cells, blank = _step(model, carry, batch)
-        res.record(pos, carry.steps.cpu().numpy() - 1, q, cells, n_cells, blank)
         # the ACT rule without exploration (training=True enables q_halt > 0; eval mode would never halt early)
         carry.halted = halting(carry.steps, q, S, training=True)
+        # one copy to the host per step (the refill needs the halted slots there); float64 holds every value
+        # exactly (the counts, and q_halt's fp32)
+        host = torch.stack([t.double() for t in (carry.steps, q, cells, n_cells, *blank, carry.halted)]).cpu()
+        steps, q, cells, n_cells, bc, nb, halted = host.unbind(0)
+        res.record(pos, steps.long().numpy() - 1, q, cells, n_cells, (bc, nb))
+        halted = halted.bool().numpy()
         if bar is not None:
-            bar.update(int(carry.halted.sum()))
+            bar.update(int(halted.sum()))
     return res
 
 
@@ -200,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", type=Path, required=True, help="where eval.json and eval.parquet go")
     ap.add_argument("--batch-size", type=positive_int, default=768, help="global batch (puzzles in flight over all ranks)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
+                    help="torch.compile the network (auto: on CUDA, as train.compile: null)")
     ap.add_argument("--mode", default="full", choices=("full", "act"),
                     help="full: 16 steps for every puzzle (paper protocol, ACT derived); act: stop halted puzzles")
     ap.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N puzzles (smoke runs)")
@@ -224,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.batch_size % rt.world:
             raise DataError("--batch-size", f"{a.batch_size} is not divisible by the {rt.world} ranks")
         model = split.fitting(build_model(payload, a.checkpoint, rt.device), a.checkpoint)
+        if compile_enabled({"auto": None, "on": True, "off": False}[a.compile], rt.device):
+            model.compile_net()
         total = split.num_examples if a.limit is None else min(a.limit, split.num_examples)
         start, stop = shard_range(total, a.batch_size, *shard) if shard else (0, total)
         n_local = local_count(stop - start, a.batch_size, rt.rank, rt.world)
@@ -246,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             info = {"checkpoint": str(a.checkpoint), "step": payload.get("step"), "weights": payload.get("weights"),
                     "data_dir": str(a.data), "split": a.split, "mode": a.mode, "max_steps": cfg.halt_max_steps,
                     "depth": [cfg.H_cycles, cfg.L_cycles], "batch_size": a.batch_size, "world_size": rt.world,
-                    "device": rt.device.type, "wall_s": round(wall, 3),
+                    "device": rt.device.type, "compiled": model.compiled, "wall_s": round(wall, 3),
                     "puzzles_per_s": round((stop - start) / wall, 3),
                     "row_steps": int(merged.steps_run.astype(np.int64).sum())}
             stem = a.stem or ("eval" if a.mode == "full" else "eval_act")
@@ -271,4 +280,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from cgar.engine import exit_process
+
+    exit_process(main())  # not sys.exit: see cgar.engine.exit_process

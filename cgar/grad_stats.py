@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from cgar.act import carry_rows
 from cgar.curriculum import hsw_weight
 from cgar.engine import all_reduce_sum
 from cgar.losses import act_loss
@@ -45,12 +46,6 @@ def slot_steps(carry: Carry) -> torch.Tensor:
     return (torch.where(carry.halted, torch.zeros_like(carry.steps), carry.steps) + 1).long()
 
 
-def _rows(x, idx: torch.Tensor):
-    if isinstance(x, dict):
-        return {k: v[idx] for k, v in x.items()}
-    return Carry(x.y[idx], x.z[idx], x.steps[idx], x.halted[idx], _rows(x.data, idx))
-
-
 def flat_grads(model: TRM, params: list[torch.Tensor], carry: Carry, batch: dict, depth: tuple[int, int],
                min_halt: torch.Tensor, idx: torch.Tensor, weights: list[Weight]) -> list[torch.Tensor]:
     """For slots `idx`: one flattened fp32 gradient of the summed ACT loss per entry of `weights` (a per-slot weight
@@ -59,10 +54,11 @@ def flat_grads(model: TRM, params: list[torch.Tensor], carry: Carry, batch: dict
     if len(idx) == 0:
         return [torch.zeros(n_params, device=params[0].device) for _ in weights]
     with torch.enable_grad():
-        new, out = model(_rows(carry, idx), _rows(batch, idx), depth=depth, min_halt_steps=min_halt[idx])
+        new, out = model(carry_rows(carry, idx), {k: v[idx] for k, v in batch.items()}, depth=depth,
+                         min_halt_steps=min_halt[idx])
         grads = []
         for k, w in enumerate(weights):
-            w = w[idx] if torch.is_tensor(w) else w
+            w = w[idx] if torch.is_tensor(w) and w.ndim else w  # per slot, or one scalar
             loss, _ = act_loss(out.logits, out.q_halt, new.data["labels"], new.halted, new.steps, weight=w)
             g = torch.autograd.grad(loss, params, retain_graph=k + 1 < len(weights), allow_unused=True)
             grads.append(torch.cat([(torch.zeros_like(p) if gi is None else gi).reshape(-1).float()

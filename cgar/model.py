@@ -23,9 +23,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
+from cgar.act import Carry, StepOutput, draw_min_halt_steps, halting, refill  # noqa: F401  (also cgar.model's API)
 from cgar.precision import forward_dtype
+from cgar.puzzle_embedding import PuzzleEmbedding
 
 IGNORE_LABEL_ID = -100
 
@@ -177,128 +180,6 @@ class Block(nn.Module):
         return rms_norm(x + self.mlp(x), self.eps)
 
 
-class PuzzleEmbedding(nn.Module):
-    """Per-puzzle-identifier vectors as a zero-initialised *buffer* (TRM's CastedSparseEmbedding).
-
-    Not a Parameter, so it stays out of parameters(), the main optimizer and the EMA. A training forward with grad
-    enabled copies the looked-up rows into a leaf tensor requiring grad and returns that leaf; after backward,
-    `cgar.optim.SignSGD` reads `last_rows.grad` [B, D] and `last_ids` [B] and updates `weight` in place.
-
-    The leaf [B, D] and its ids [B] are allocated *outside* the forward, by `reserve` (which `TRM.initial_carry`
-    calls), as the reference allocates its `local_weights` at init; the forward only writes into them under
-    no_grad and clears the leaf's old gradient, which torch.compile traces into the one graph. Creating the leaf
-    inside the forward (`rows.detach().requires_grad_()`) cannot be traced: it split the compiled TRM forward
-    into 7 graphs. An eager forward with a batch size, device or dtype the leaf does not have reserves it
-    itself (under torch.compile that would be a graph break, so reserve first).
-    """
-
-    def __init__(self, num_ids: int, dim: int):
-        super().__init__()
-        self.register_buffer("weight", torch.zeros(num_ids, dim))
-        self._rows: torch.Tensor | None = None  # [B, D] grad leaf, reused by every training forward
-        self._ids: torch.Tensor | None = None  # [B] int64
-        # set by a training forward, cleared by SignSGD.step once consumed
-        self.last_rows: torch.Tensor | None = None
-        self.last_ids: torch.Tensor | None = None
-
-    def _fits(self, batch_size: int) -> bool:
-        rows, w = self._rows, self.weight
-        return rows is not None and rows.shape[0] == batch_size and (rows.device, rows.dtype) == (w.device, w.dtype)
-
-    def reserve(self, batch_size: int) -> None:
-        """Allocate the grad leaf for `batch_size` slots, on the weight's device and dtype (no-op if it fits).
-        Skipped in inference mode, where a leaf could not take part in a later backward."""
-        if self._fits(batch_size) or torch.is_inference_mode_enabled():
-            return
-        w = self.weight
-        self._rows = torch.zeros(batch_size, w.shape[1], dtype=w.dtype, device=w.device, requires_grad=True)
-        self._ids = torch.zeros(batch_size, dtype=torch.long, device=w.device)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        ids = ids.long()  # [B]
-        if not (self.training and torch.is_grad_enabled()):
-            return self.weight[ids]  # [B, D]
-        if not self._fits(ids.shape[0]):
-            self.reserve(ids.shape[0])
-        rows, slot_ids = self._rows, self._ids
-        rows.grad = None  # this step's gradient only, as a fresh leaf would have
-        with torch.no_grad():
-            rows.copy_(self.weight[ids])
-            slot_ids.copy_(ids)
-        self.last_rows, self.last_ids = rows, slot_ids
-        return rows  # [B, D] leaf
-
-
-# ----------------------------------------------------------------------------- the ACT carry
-
-@dataclass
-class Carry:
-    """Persistent per-slot state. y, z: [B, 97, D] (detached); steps: [B] int32; halted: [B] bool;
-    data: the slot's current puzzle {inputs [B, 81], labels [B, 81], puzzle_identifiers [B]}."""
-
-    y: torch.Tensor
-    z: torch.Tensor
-    steps: torch.Tensor
-    halted: torch.Tensor
-    data: dict[str, torch.Tensor]
-
-
-@dataclass
-class StepOutput:
-    logits: torch.Tensor  # [B, 81, vocab], compute dtype
-    q_halt: torch.Tensor  # [B] fp32 halting logit
-
-
-def _where_slot(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-    """Per-slot select: mask [B] broadcast over the trailing axes of new/old [B, ...]."""
-    return torch.where(mask.view((-1,) + (1,) * (new.ndim - 1)), new, old.to(new.dtype))
-
-
-def refill(carry: Carry, batch: dict[str, torch.Tensor], y_init: torch.Tensor, z_init: torch.Tensor) -> Carry:
-    """Slots that halted last step take the new batch's puzzle and restart (y, z, steps = init, init, 0).
-
-    Slots that did not halt keep their state AND their old puzzle; the batch rows at those slots are dropped.
-    y_init, z_init: [D], broadcast to all 97 positions.
-    """
-    h = carry.halted
-    return Carry(
-        y=_where_slot(h, y_init.to(carry.y.dtype).expand_as(carry.y), carry.y),
-        z=_where_slot(h, z_init.to(carry.z.dtype).expand_as(carry.z), carry.z),
-        steps=torch.where(h, torch.zeros_like(carry.steps), carry.steps),
-        halted=h,
-        data={k: _where_slot(h, batch[k], v) for k, v in carry.data.items()},
-    )
-
-
-def draw_min_halt_steps(n: int, max_steps: int, explore_prob: float,
-                        generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """Exploration (training only): a random `explore_prob` share of n slots gets a minimum halting step drawn
-    uniformly from 2..max_steps, the rest 0. Returns [n] int64.
-
-    The training loop draws this for the *global* batch from one generator seeded alike on every rank and keeps
-    its rank's slice, so 1 rank and N ranks take the same decisions.
-    """
-    explore = torch.rand(n, generator=generator, device=device) < explore_prob
-    return explore * torch.randint(2, max_steps + 1, (n,), generator=generator, device=device)
-
-
-def halting(steps: torch.Tensor, q_halt: torch.Tensor, max_steps: int, training: bool,
-            min_steps: torch.Tensor | None = None) -> torch.Tensor:
-    """Which slots halt after this step; `steps` already counts it (1-based). Returns [B] bool.
-
-    Always at max_steps. Training only: also where q_halt > 0 (sigmoid > 0.5; no q_continue), but never before
-    the slot's exploration minimum `min_steps` [B] (see `draw_min_halt_steps`; None = no exploration).
-    Evaluation never halts early, so every puzzle runs all max_steps steps.
-    """
-    halted = steps >= max_steps
-    if not training or max_steps <= 1:
-        return halted
-    halted = halted | (q_halt > 0)
-    if min_steps is not None:
-        halted = halted & (steps >= min_steps.to(steps.device))
-    return halted
-
-
 # ----------------------------------------------------------------------------- the model
 
 class TRM(nn.Module):
@@ -325,6 +206,8 @@ class TRM(nn.Module):
         self.register_buffer("y_init", trunc_normal_(torch.empty(D), std=1.0))
         self.register_buffer("z_init", trunc_normal_(torch.empty(D), std=1.0))
         self._compute_dtype = forward_dtype(cfg.forward_dtype, self.embed_tokens.device)
+        self._net_impl = self._net  # what `net` runs: the eager `_net`, or its torch.compile'd form (`compile_net`)
+        self.checkpoint_grad_cycle = False  # recompute the grad cycle's activations in backward (saves memory)
 
     def num_params(self) -> int:
         """Trainable parameters (excludes the puzzle-embedding buffer): 5,028,866 mlp_t / 6,828,034 attention."""
@@ -340,40 +223,65 @@ class TRM(nn.Module):
         self._compute_dtype = forward_dtype(self.config.forward_dtype, self.embed_tokens.device)
         return out
 
-    def embed(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
+    def embed(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor, slots: slice | None = None
+              ) -> torch.Tensor:
         """x = sqrt(D) * [puzzle vector, 15 zero rows, 81 token embeddings] -> [B, 97, D]."""
         cfg, dt = self.config, self.compute_dtype
         tok = F.embedding(inputs.long(), self.embed_tokens.to(dt))  # [B, 81, D]
-        puz = self.puzzle_emb(puzzle_identifiers).to(dt)  # [B, D]
+        puz = self.puzzle_emb(puzzle_identifiers, slots).to(dt)  # [B, D]
         prefix = F.pad(puz, (0, (cfg.puzzle_emb_len - 1) * cfg.hidden_size)).view(-1, cfg.puzzle_emb_len,
                                                                                  cfg.hidden_size)
         return self.embed_scale * torch.cat((prefix, tok), dim=1)
 
-    def net(self, h: torch.Tensor, injection: torch.Tensor) -> torch.Tensor:
-        """The single 2-block network; the input injection is added first."""
+    def _net(self, h: torch.Tensor, injection: torch.Tensor) -> torch.Tensor:
         h = h + injection
         for block in self.blocks:
             h = block(h, self.rope)
         return h
 
+    def net(self, h: torch.Tensor, injection: torch.Tensor) -> torch.Tensor:
+        """The single 2-block network; the input injection is added first. h, injection: [B, 97, D]."""
+        return self._net_impl(h, injection)
+
+    def compile_net(self, **options) -> None:
+        """torch.compile the network, the hot path: every one of a step's T (n + 1) applications runs it.
+
+        One function of fixed shape [B, 97, D], whatever the depth (T, n), so PDC's stage switches reuse the graphs:
+        dynamo keeps one for the no-grad cycles, two for the grad cycle (its first application's state has no
+        grad, the next ones' has) and one for evaluation; a second batch size (evaluation's ACT compaction,
+        gradient statistics' chunks) makes the batch axis dynamic (one recompile).
+        The rest of the step (embedding, refill, heads, halting, loss) stays eager. `options`: torch.compile's."""
+        self._net_impl = torch.compile(self._net, **options)
+
+    @property
+    def compiled(self) -> bool:
+        return self._net_impl != self._net  # bound methods compare equal when they are the same method
+
+    def _grad_net(self, h: torch.Tensor, injection: torch.Tensor) -> torch.Tensor:
+        """`net` for the grad cycle: with checkpoint_grad_cycle (training), only its inputs are kept for backward
+        and its activations are recomputed there, the same ops on the same values (bitwise equal gradients)."""
+        if self.checkpoint_grad_cycle and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(self.net, h, injection, use_reentrant=False)
+        return self.net(h, injection)
+
     def recur(self, y: torch.Tensor, z: torch.Tensor, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor,
-              depth: tuple[int, int] | None = None):
+              depth: tuple[int, int] | None = None, slots: slice | None = None):
         """One supervision step of T cycles x (n z-updates + 1 y-update); only the last cycle has grad.
 
-        Returns (y, z) detached for the carry, logits [B, 81, vocab] and q_halt [B] fp32.
+        Returns (y, z) detached for the carry, logits [B, 81, vocab] and q_halt [B] fp32. slots: see `forward`.
         """
         T, n = depth or (self.config.H_cycles, self.config.L_cycles)
         if T < 1 or n < 1:
             raise ValueError(f"depth (T, n) must be positive, got {(T, n)}")
-        x = self.embed(inputs, puzzle_identifiers)  # [B, 97, D]
+        x = self.embed(inputs, puzzle_identifiers, slots)  # [B, 97, D]
         with torch.no_grad():  # T-1 cycles improve (y, z) without building a graph
             for _ in range(T - 1):
                 for _ in range(n):
                     z = self.net(z, y + x)
                 y = self.net(y, z)
         for _ in range(n):  # the last cycle: backprop through its n + 1 net applications
-            z = self.net(z, y + x)
-        y = self.net(y, z)
+            z = self._grad_net(z, y + x)
+        y = self._grad_net(y, z)
         logits = self.lm_head(y)[:, self.config.puzzle_emb_len:]  # [B, 81, vocab]
         q_halt = self.q_head(y[:, 0]).float()[:, 0]  # [B], read from prefix position 0
         return y.detach(), z.detach(), logits, q_halt
@@ -397,14 +305,15 @@ class TRM(nn.Module):
         )
 
     def forward(self, carry: Carry, batch: dict[str, torch.Tensor], depth: tuple[int, int] | None = None,
-                min_halt_steps: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> tuple[Carry, StepOutput]:
+                min_halt_steps: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                slots: slice | None = None) -> tuple[Carry, StepOutput]:
         """Refill halted slots from `batch`, run one supervision step at `depth` = (T, n) (None = full depth),
         count it, and decide halting (training: ACT with exploration minimums `min_halt_steps` [B], drawn from
-        `generator` when not given; eval: max steps only)."""
+        `generator` when not given; eval: max steps only). slots: with gradient accumulation, which of the slots
+        reserved by `initial_carry` this carry and batch are (a micro-batch; None: all of them)."""
         carry = refill(carry, batch, self.y_init, self.z_init)
         d = carry.data
-        y, z, logits, q_halt = self.recur(carry.y, carry.z, d["inputs"], d["puzzle_identifiers"], depth)
+        y, z, logits, q_halt = self.recur(carry.y, carry.z, d["inputs"], d["puzzle_identifiers"], depth, slots)
         with torch.no_grad():
             steps = carry.steps + 1
             cfg = self.config

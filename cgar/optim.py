@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from cgar.model import PuzzleEmbedding
+from cgar.puzzle_embedding import PuzzleEmbedding
 
 
 class AdamATan2(torch.optim.Optimizer):
@@ -57,11 +57,11 @@ class AdamATan2(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 if not state:
-                    state["step"] = torch.tensor(0.0)
+                    state["step"] = 0  # a host int: reading a device tensor's count would stall a GPU every step
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
-                t = state["step"].item()
+                t = state["step"]
                 m, v, g = state["exp_avg"], state["exp_avg_sq"], p.grad
                 p.mul_(1 - lr * wd)
                 m.lerp_(g, 1 - b1)

@@ -38,13 +38,16 @@ import yaml
 from tqdm import tqdm
 
 from cgar import run_dir
-from cgar.config import ConfigError, RunConfig, check_world_size, config_to_dict, load_config
+from cgar.act import carry_rows, carry_to, cat_carries
+from cgar.config import ConfigError, RunConfig, check_world_size, compile_enabled, config_to_dict, load_config
 from cgar.curriculum import hsw_weight
 from cgar.data.build import verify_split_files
 from cgar.data.loader import TrainStream, load_split
-from cgar.engine import Checkpointer, Runtime, all_reduce_sum, compute_init, ds_config, print0
+from cgar.engine import (Checkpointer, Runtime, all_reduce_sum, compute_init, ds_config, exit_process, print0,
+                         shutdown, to_device)
 from cgar.io_utils import DataError, atomic_directory, atomic_write, atomic_write_json
 from cgar.losses import act_loss, reduce_metrics
+from cgar.memory import device_budget, estimate_peak_memory, fit_micro_batches
 from cgar.model import TRM, Carry, draw_min_halt_steps
 from cgar.optim import EMA, SignSGD, lr_at, make_optimizer, set_lr
 from cgar.schedule import depth_for, model_config, step_flops, step_flops_fwd_effective, total_steps  # noqa: F401
@@ -69,11 +72,6 @@ def _parse_metrics_line(line: str) -> dict | None:
         return None
 
 
-def carry_to(carry: Carry, device) -> Carry:
-    return Carry(carry.y.to(device), carry.z.to(device), carry.steps.to(device), carry.halted.to(device),
-                 {k: v.to(device) for k, v in carry.data.items()})
-
-
 class Trainer:
     def __init__(self, cfg: RunConfig, out: Path, rt: Runtime, fast_step: bool = True):
         self.cfg, self.out, self.rt = cfg, out, rt
@@ -87,13 +85,22 @@ class Trainer:
         torch.manual_seed(tc.seed)  # the same initial weights on every rank
         self.mcfg = model_config(cfg, seq_len=split.seq_len, vocab_size=split.vocab_size)  # the data's grid
         model = TRM(self.mcfg).to(rt.device)
+        model.checkpoint_grad_cycle = tc.activation_checkpointing
+        if compile_enabled(tc.compile, rt.device):
+            model.compile_net()
+        # gradient accumulation: the rank's slots in grad_accum_steps equal micro-batches, one forward + backward
+        # each, one optimizer step; the loss of each is divided by the whole local batch, so the summed gradient is
+        # the unsplit step's (tests/test_efficiency.py). 0: the fewest that fit the device's memory (estimated)
+        accum = tc.grad_accum_steps or fit_micro_batches(model, self.local_batch, device_budget(rt.device))[0]
+        micro = self.local_batch // accum
+        self.micro_slots = [slice(i * micro, (i + 1) * micro) for i in range(accum)]
         self.sign_sgd = SignSGD(model.puzzle_emb, lr=tc.puzzle_emb_lr, weight_decay=tc.puzzle_emb_weight_decay)
         opt = make_optimizer(tc.optimizer, model.parameters(), tc.lr, tc.weight_decay, (tc.beta1, tc.beta2))
         import deepspeed
 
         self.engine, *_ = deepspeed.initialize(
             model=model, optimizer=opt,
-            config=ds_config(tc.global_batch_size, rt.world, tc.zero_stage, tc.gradient_clipping))
+            config=ds_config(tc.global_batch_size, rt.world, tc.zero_stage, tc.gradient_clipping, accum))
         self.model = model
         if fast_step and rt.world == 1 and tc.zero_stage == 0:
             # one rank, no ZeRO: DeepSpeed's gradient all-reduce flattens, "reduces" over 1 rank, scales by 1/1
@@ -104,7 +111,8 @@ class Trainer:
         # one host sync per check instead of one per step (losses[:unchecked] are this window's, unchecked yet)
         self.losses = torch.zeros(tc.log_every, dtype=torch.float64, device=rt.device)
         self.unchecked = 0
-        self.explore = torch.Generator().manual_seed(tc.seed + 1)  # same stream on every rank (global draws)
+        # exploration minimums: drawn on the device (no host copy per step), the same stream on every rank
+        self.explore = torch.Generator(rt.device).manual_seed(tc.seed + 1)
         self.carry = model.initial_carry(self.local_batch, rt.device)
         self.step, self.wall, self.flops, self.flops_fwd_effective = 0, 0.0, 0, 0
         self.pause_s = 0.0  # time spent since the clock was last read that is not training (grad stats)
@@ -151,6 +159,8 @@ class Trainer:
     # ------------------------------------------------------------------ one optimizer step
 
     def train_step(self) -> dict[str, torch.Tensor]:
+        """One optimizer step. No host synchronisation except at log steps (the deferred checks): the exploration
+        draw and every metric stay on the device, and python values come from the config and the step count."""
         cfg, tc, dev = self.cfg, self.cfg.train, self.rt.device
         step = self.step + 1
         lr = lr_at(step, tc.lr, tc.lr_warmup_steps, self.total, tc.lr_min_ratio)
@@ -158,44 +168,56 @@ class Trainer:
         set_lr(self.sign_sgd, lr_at(step, tc.puzzle_emb_lr, tc.lr_warmup_steps, self.total, tc.lr_min_ratio))
         stage, T, n = depth_for(cfg, step, self.total)
 
-        batch = {k: v.to(dev, non_blocking=True) for k, v in next(self.stream).items()}
+        batch = {k: to_device(v, dev) for k, v in next(self.stream).items()}
         lo = self.rt.rank * self.local_batch
         min_halt = draw_min_halt_steps(tc.global_batch_size, self.mcfg.halt_max_steps,
-                                       self.mcfg.halt_exploration_prob, self.explore)[lo:lo + self.local_batch]
+                                       self.mcfg.halt_exploration_prob, self.explore,
+                                       dev)[lo:lo + self.local_batch]
         incoming = self.carry.steps
         if cfg.hsw.enabled and cfg.hsw.mode == "released":  # one scalar from the global batch mean
-            total = all_reduce_sum(incoming.sum().double())
-            incoming = torch.full((1,), float(total) / tc.global_batch_size)
-        min_halt = min_halt.to(dev)
+            incoming = (all_reduce_sum(incoming.sum().double()) / tc.global_batch_size).reshape(1)
         if self.grad_stats and self.grad_stats.due(step):  # before the forward, on the same inputs; off the clock
             self.pause_s += self.grad_stats.run(self, step, stage, T, n, batch, min_halt, incoming)
-        self.carry, out = self.engine(self.carry, batch, depth=(T, n), min_halt_steps=min_halt)
         # the carry's steps are 1..halt_max_steps by construction (halting); the fast step checks it at log steps
         check = not self.fast_step or step % tc.log_every == 0
-        w = hsw_weight(cfg.hsw.mode, incoming, self.carry.steps, cfg.hsw.decay,
-                       self.mcfg.halt_max_steps, check) if cfg.hsw.enabled else None
-        loss, sums = act_loss(out.logits, out.q_halt, self.carry.data["labels"], self.carry.halted,
-                              self.carry.steps, weight=w)
+        whole = len(self.micro_slots) == 1  # no accumulation: the carry and batch as they are
+        carries, losses, sums, weights = [], [], [], []
+        for rows in self.micro_slots:
+            carry = self.carry if whole else carry_rows(self.carry, rows)
+            part = batch if whole else {k: v[rows] for k, v in batch.items()}
+            carry, out = self.engine(carry, part, depth=(T, n), min_halt_steps=min_halt[rows],
+                                     slots=None if whole else rows)
+            w = hsw_weight(cfg.hsw.mode, incoming, carry.steps, cfg.hsw.decay,
+                           self.mcfg.halt_max_steps, check) if cfg.hsw.enabled else None
+            loss, part_sums = act_loss(out.logits, out.q_halt, carry.data["labels"], carry.halted, carry.steps,
+                                       weight=w)
+            if not self.fast_step and not torch.isfinite(loss):
+                self.nonfinite_loss(loss.item(), step)
+            # DeepSpeed averages gradients over ranks, so per-rank sum / local batch = TRM's global sum / global
+            # batch; every micro-batch divides by the whole local batch (not DeepSpeed's 1 / grad_accum_steps)
+            self.engine.backward(loss / self.local_batch, scale_wrt_gas=False)
+            self.engine.step()  # DeepSpeed steps the optimizer at the last micro-batch only
+            carries.append(carry)
+            losses.append(loss.detach())
+            sums.append(part_sums)
+            weights.append(1.0 if w is None else torch.as_tensor(w, dtype=torch.float64).mean())
+        self.carry = cat_carries(carries)
+        self.sign_sgd.step()
+        self.ema.update(self.model)
         if self.fast_step:
             if self.unchecked == len(self.losses):  # steps driven outside run() (bench): check the full window
                 self.check_losses()
-            self.losses[self.unchecked] = loss.detach()
+            self.losses[self.unchecked] = losses[0] if whole else torch.stack(losses).sum()  # NaN/inf stay
             self.unchecked += 1
-        elif not torch.isfinite(loss):
-            self.nonfinite_loss(loss.item(), step)
-        # DeepSpeed averages gradients over ranks, so per-rank sum / local batch = TRM's global sum / global batch
-        self.engine.backward(loss / self.local_batch)
-        self.sign_sgd.step()
-        self.engine.step()
-        self.ema.update(self.model)
         self.step = step
         self.flops += step_flops(self.mcfg, T, n, tc.global_batch_size)
         self.flops_fwd_effective += step_flops_fwd_effective(self.mcfg, T, n, tc.global_batch_size)
-        weight = 1.0 if w is None else torch.as_tensor(w, dtype=torch.float64).mean()
+        weight = weights[0] if whole else torch.stack([torch.as_tensor(w) for w in weights]).mean()
         if not self.fast_step:  # the fast step converts it when it is logged (a host sync on GPU)
             weight = float(weight)
         extra = dict(stage=stage, T=T, n=n, lr=lr, hsw_weight=weight)
-        return {**{k: v.detach().double() for k, v in sums.items()}, **extra}
+        totals = sums[0] if whole else {k: torch.stack([s[k] for s in sums]).sum() for k in sums[0]}
+        return {**{k: v.detach().double() for k, v in totals.items()}, **extra}
 
     def nonfinite_loss(self, value: float, step: int):
         raise FloatingPointError(
@@ -245,7 +267,11 @@ class Trainer:
                 self.grad_stats.log.load_state_dict(self.resumed_logs.get("grad_stats"))
                 self.grad_stats.log.restart_live()
             print0(f"{'resumed at' if resumed else 'starting'} step {self.step}/{self.total} "
-                   f"({self.rt.world} rank(s), {self.rt.device}, {self.model.num_params():,} parameters)")
+                   f"({self.rt.world} rank(s), {self.rt.device}, {self.model.num_params():,} parameters, "
+                   f"{'compiled' if self.model.compiled else 'eager'} network)")
+            auto = "" if tc.grad_accum_steps else " (train.grad_accum_steps 0: the fewest micro-batches that fit)"
+            print0(estimate_peak_memory(self.model, self.local_batch, len(self.micro_slots)).line() + auto +
+                   (" (activation checkpointing)" if tc.activation_checkpointing else ""))
         kill_at = int(os.environ.get("CGAR_FAULT_KILL_AT_STEP", "0"))  # fault-injection hook for tests
         bar = tqdm(total=self.total, initial=self.step, disable=not self.rt.is_main, desc="train", unit="step",
                    file=sys.stderr, mininterval=1.0)
@@ -319,13 +345,6 @@ class Trainer:
             write_model_best(folder / "model_best.pt", payload, "final")
 
 
-def shutdown() -> None:
-    """Tear the process group down explicitly: leaving it to interpreter exit can abort a rank (gloo)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
 def parse_overrides(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -383,4 +402,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())  # not sys.exit: see cgar.engine.exit_process

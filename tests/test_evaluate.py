@@ -218,9 +218,9 @@ def test_full_depth_regardless_of_pdc(data_dir, checkpoint, monkeypatch):
     model = load_checkpoint(checkpoint, "cpu")
     depths, recur = [], TRM.recur
 
-    def spy(self, y, z, inputs, puzzle_identifiers, depth=None):
+    def spy(self, y, z, inputs, puzzle_identifiers, depth=None, slots=None):
         depths.append(depth)
-        return recur(self, y, z, inputs, puzzle_identifiers, depth)
+        return recur(self, y, z, inputs, puzzle_identifiers, depth, slots)
 
     monkeypatch.setattr(TRM, "recur", spy)
     res = _full(model, split)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cgar.model import PuzzleEmbedding
+from cgar.puzzle_embedding import PuzzleEmbedding
 from cgar.optim import EMA, AdamATan2, SignSGD, lr_at, make_optimizer, set_lr
 
 

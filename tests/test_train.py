@@ -77,9 +77,12 @@ def _train_cli(cfg: dict, out, tmp_path, nproc: int = 1, env_extra: dict | None 
                           text=True, timeout=300)
 
 
-def test_kill_and_resume_equals_uninterrupted(data_dir, tmp_path):
-    # checkpoints (every 10) fall between log lines (every 4): the metric sums since the last line are resumed too
-    cfg = run_config(data_dir, train={"checkpoint_every": 10, "log_every": 4}, **VARIANTS["cgar"])
+@pytest.mark.parametrize("accum", [1, 2])
+def test_kill_and_resume_equals_uninterrupted(data_dir, tmp_path, accum):
+    # checkpoints (every 10) fall between log lines (every 4): the metric sums since the last line are resumed too;
+    # with 2 micro-batches per step, DeepSpeed's accumulation counter is resumed as well
+    cfg = run_config(data_dir, train={"checkpoint_every": 10, "log_every": 4, "grad_accum_steps": accum},
+                     **VARIANTS["cgar"])
     ref = _train_cli(cfg, tmp_path / "ref", tmp_path)
     assert ref.returncode == 0, ref.stderr[-2000:]
     killed = _train_cli(cfg, tmp_path / "run", tmp_path, env_extra={"CGAR_FAULT_KILL_AT_STEP": "35"})

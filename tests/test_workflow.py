@@ -316,6 +316,10 @@ def _set(path: str, value):
         (_set("resources.gpus_per_run", 3),
          ["config: experiments.baseline (merged with run_defaults): train.global_batch_size: 16 is not divisible "
           "by the 3 ranks"]),
+        (_set("experiments.cgar.train.grad_accum_steps", 3),
+         ["config: experiments.cgar (merged with run_defaults): train.grad_accum_steps: 3 does not divide the 16 "
+          "slots per rank"]),
+        (_set("run_defaults.train.compile", "yes"), ["On instance['run_defaults']['train']['compile']"]),
         (_set("run_defaults.train.global_batch_size", 128),
          ["train.global_batch_size: 128 exceeds one iteration (train.epochs_per_iter 4 x "
           "data.build.subsample_size 30 puzzles)"]),

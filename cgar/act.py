@@ -95,6 +95,6 @@ def cat_carries(parts: list[Carry]) -> Carry:
     """Micro-batch carries back into one, in slot order."""
     if len(parts) == 1:
         return parts[0]
-    cat = lambda get: torch.cat([get(c) for c in parts])  # noqa: E731
-    return Carry(cat(lambda c: c.y), cat(lambda c: c.z), cat(lambda c: c.steps), cat(lambda c: c.halted),
-                 {k: cat(lambda c: c.data[k]) for k in parts[0].data})
+    return Carry(torch.cat([c.y for c in parts]), torch.cat([c.z for c in parts]),
+                 torch.cat([c.steps for c in parts]), torch.cat([c.halted for c in parts]),
+                 {k: torch.cat([c.data[k] for c in parts]) for k in parts[0].data})

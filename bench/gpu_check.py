@@ -57,6 +57,7 @@ from cgar.schedule import step_flops
 from cgar.sudoku.grid import grid_shape
 from cgar.sudoku.synthetic import write_pairs_csv
 from cgar.train import Trainer
+from probe import MatmulProbe, sync  # bench/probe.py (this script's folder is on sys.path)
 
 PAPER_STEPS, PAPER_TEST = 65_100, 423_168
 SHAPES = {  # (grid, hidden, batch, T, n, supervision steps, prefix, ffn_multiple, eval puzzles)
@@ -69,22 +70,12 @@ TARGETS = {"mfu_full_depth_compiled": 0.40, "pdc_wall_over_flops_saving": 0.95, 
            "eval_full_minutes": 15.0, "syncs_per_step": 0}
 
 
-def sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def matmul_probe(dev: torch.device) -> float:
-    """Measured dense matmul FLOP/s: bf16 8192^3 on CUDA, fp32 1024^3 on CPU."""
-    size, dt = (8192, torch.bfloat16) if dev.type == "cuda" else (1024, torch.float32)
-    a, b = (torch.randn(size, size, device=dev, dtype=dt) for _ in range(2))
-    a @ b
-    sync(dev)
-    reps, t0 = 10, time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(dev)
-    return 2 * size**3 * reps / (time.perf_counter() - t0)
+    """Measured dense matmul FLOP/s (`probe.MatmulProbe`: bf16 on CUDA, fp32 on CPU): 8192^3 on CUDA, 1024^3 on CPU,
+    one warm-up product, then the mean of 10."""
+    probe = MatmulProbe(dev, 8192 if dev.type == "cuda" else 1024)
+    probe.run(1)
+    return probe.flops / probe.run(10)[0]
 
 
 def device_peak(dev: torch.device, probe: float) -> tuple[float, str]:

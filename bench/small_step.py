@@ -34,6 +34,7 @@ from cgar.flops import step_flops
 from cgar.sudoku.generate import SourceMix, write_chunk
 from cgar.sudoku.grid import grid_shape
 from cgar.train import Trainer
+from probe import MatmulProbe  # bench/probe.py
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
 ELEMENTWISE_OPS = ("aten::mul", "aten::add", "aten::add_", "aten::silu", "aten::silu_backward", "aten::pow",
@@ -241,14 +242,11 @@ def profile_phases(tr: Trainer, steps: int) -> None:
 # ------------------------------------------------------------------------------------------------- old vs new
 
 def _probe_flops_per_s(size: int = 1024, reps: int = 3) -> tuple[float, float]:
-    """(wall, CPU-time) FLOP/s of an fp32 square matmul on this process's threads."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(reps):
-        torch.mm(a, b)
-    wall, cpu = time.perf_counter() - t0, (time.process_time() - c0) / torch.get_num_threads()
-    return 2 * size**3 * reps / wall, 2 * size**3 * reps / cpu
+    """(wall, CPU-time) FLOP/s of an fp32 square matmul on this process's threads (one warm-up product first)."""
+    probe = MatmulProbe(torch.device("cpu"), size)
+    probe.run(1)
+    wall, busy = probe.run(reps)
+    return probe.flops / wall, probe.flops / busy
 
 
 def _block(tr: Trainer, steps: int) -> tuple[float, float]:

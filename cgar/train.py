@@ -91,7 +91,8 @@ class Trainer:
         # gradient accumulation: the rank's slots in grad_accum_steps equal micro-batches, one forward + backward
         # each, one optimizer step; the loss of each is divided by the whole local batch, so the summed gradient is
         # the unsplit step's (tests/test_efficiency.py). 0: the fewest that fit the device's memory (estimated)
-        accum = tc.grad_accum_steps or fit_micro_batches(model, self.local_batch, device_budget(rt.device))[0]
+        accum, self.memory_estimate = (tc.grad_accum_steps, None) if tc.grad_accum_steps else \
+            fit_micro_batches(model, self.local_batch, device_budget(rt.device))  # the estimate is printed in run()
         micro = self.local_batch // accum
         self.micro_slots = [slice(i * micro, (i + 1) * micro) for i in range(accum)]
         self.sign_sgd = SignSGD(model.puzzle_emb, lr=tc.puzzle_emb_lr, weight_decay=tc.puzzle_emb_weight_decay)
@@ -270,7 +271,8 @@ class Trainer:
                    f"({self.rt.world} rank(s), {self.rt.device}, {self.model.num_params():,} parameters, "
                    f"{'compiled' if self.model.compiled else 'eager'} network)")
             auto = "" if tc.grad_accum_steps else " (train.grad_accum_steps 0: the fewest micro-batches that fit)"
-            print0(estimate_peak_memory(self.model, self.local_batch, len(self.micro_slots)).line() + auto +
+            estimate = self.memory_estimate or estimate_peak_memory(self.model, self.local_batch, len(self.micro_slots))
+            print0(estimate.line() + auto +
                    (" (activation checkpointing)" if tc.activation_checkpointing else ""))
         kill_at = int(os.environ.get("CGAR_FAULT_KILL_AT_STEP", "0"))  # fault-injection hook for tests
         bar = tqdm(total=self.total, initial=self.step, disable=not self.rt.is_main, desc="train", unit="step",
